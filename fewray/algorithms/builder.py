@@ -1,0 +1,45 @@
+"""Registries of backbones, heads and classifiers, and :func:`build_classifier`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fewray.platform.registry import Registry
+
+BACKBONES = Registry("backbone")
+HEADS = Registry("head")
+CLASSIFIERS = Registry("classifier")
+
+
+def build_classifier(model_cfg: Any, validate_only: bool = False):
+    """Build the classifier described by a ``model:`` config section.
+
+    Args:
+        model_cfg: a :class:`~fewray.platform.config.ModelConfig` or a dict with
+            ``type``, ``backbone`` and ``head`` (each ``{type: ..., **kwargs}``).
+        validate_only (bool): check type names and keyword arguments without building tensors.
+
+    Returns:
+        The classifier ``nn.Module`` (or None when ``validate_only``).
+
+    Raises:
+        ConfigError: unknown type, unknown argument or wrong argument type, naming the key.
+    """
+    from fewray.platform.registry import validate_kwargs
+
+    cfg = model_cfg if isinstance(model_cfg, dict) else model_cfg.model_dump()
+    extra = {k: v for k, v in cfg.items() if k not in ("type", "backbone", "head")}
+    cls = CLASSIFIERS.get(cfg["type"])
+    for registry, key in ((BACKBONES, "backbone"), (HEADS, "head")):
+        sub = cfg.get(key) or {}
+        if "type" not in sub:
+            from fewray.platform.errors import ConfigError
+
+            raise ConfigError(f"config key 'model.{key}.type' is missing")
+        validate_kwargs(registry.get(sub["type"]), {k: v for k, v in sub.items() if k != "type"}, f"model.{key}")
+    validate_kwargs(cls, extra, "model", skip={"backbone", "head"})
+    if validate_only:
+        return None
+    backbone = BACKBONES.build(cfg["backbone"], "model.backbone")
+    head = HEADS.build(cfg["head"], "model.head")
+    return CLASSIFIERS.build({"type": cfg["type"], **extra}, "model", backbone=backbone, head=head)

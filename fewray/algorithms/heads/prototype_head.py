@@ -1,0 +1,89 @@
+"""PrototypeHead: the classifier of Prototypical Networks (Snell et al., NeurIPS 2017)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewray.algorithms.builder import HEADS
+
+
+def prototypes(feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class means of ``feats`` ``(M, D)`` grouped by ``labels`` ``(M,)`` in ``0..num_classes-1``: ``(num_classes, D)``."""
+    sums = torch.zeros(num_classes, feats.shape[1], dtype=feats.dtype, device=feats.device)
+    sums.index_add_(0, labels, feats)
+    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(feats.dtype)
+    return sums / counts[:, None]
+
+
+def neg_sq_euclidean(query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """Scores ``-||q - p||^2`` of ``query`` ``(..., Q, D)`` against ``protos`` ``(..., N, D)``: ``(..., Q, N)``."""
+    return -torch.cdist(query, protos).pow(2)
+
+
+@HEADS.register
+class PrototypeHead(nn.Module):
+    """Prototypical Networks head: class prototypes are support means, scores are negative squared distances.
+
+    From "Prototypical Networks for Few-shot Learning" (Snell, Swersky and Zemel, NeurIPS 2017).
+    Has no parameters. Training loss is cross-entropy over ``-||q - c_k||^2``
+    (mmfewshot's PrototypeHead with its CrossEntropyLoss).
+
+    Args:
+        temperature (float): scores are multiplied by this (1.0 reproduces the paper). Default 1.0.
+
+    Meta-test protocol (mmfewshot): :meth:`before_forward_support` clears state,
+    :meth:`forward_support` accumulates support features ``(M, D)`` with labels ``(M,)``,
+    :meth:`before_forward_query` computes prototypes, :meth:`forward_query` returns ``(Q, N)`` scores.
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self._support_feats: list[torch.Tensor] = []
+        self._support_labels: list[torch.Tensor] = []
+        self._protos: torch.Tensor | None = None
+
+    def forward_train(
+        self,
+        support_feats: torch.Tensor,
+        support_labels: torch.Tensor,
+        query_feats: torch.Tensor,
+        query_labels: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Episode loss and accuracy.
+
+        Args:
+            support_feats: ``(N*K, D)``; support_labels: ``(N*K,)`` in ``0..N-1``;
+            query_feats: ``(N*Q, D)``; query_labels: ``(N*Q,)``.
+
+        Returns:
+            ``{"loss": scalar, "accuracy": scalar in [0, 1]}``.
+        """
+        n = int(support_labels.max()) + 1
+        scores = self.temperature * neg_sq_euclidean(query_feats, prototypes(support_feats, support_labels, n))
+        loss = F.cross_entropy(scores, query_labels)
+        acc = (scores.argmax(1) == query_labels).float().mean()
+        return {"loss": loss, "accuracy": acc.detach()}
+
+    def before_forward_support(self) -> None:
+        """Forget the previous task's support set."""
+        self._support_feats, self._support_labels, self._protos = [], [], None
+
+    def forward_support(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
+        """Store support features ``(M, D)`` and labels ``(M,)`` (may be called several times per task)."""
+        self._support_feats.append(feats)
+        self._support_labels.append(labels)
+
+    def before_forward_query(self) -> None:
+        """Compute the prototypes ``(N, D)`` of the stored support set."""
+        feats = torch.cat(self._support_feats)
+        labels = torch.cat(self._support_labels)
+        self._protos = prototypes(feats, labels, int(labels.max()) + 1)
+
+    def forward_query(self, feats: torch.Tensor) -> torch.Tensor:
+        """Scores ``(Q, N)`` of query features ``(Q, D)``; higher is more likely."""
+        if self._protos is None:
+            raise RuntimeError("call before_forward_query() after the support set")
+        return self.temperature * neg_sq_euclidean(feats, self._protos)

@@ -1,0 +1,1 @@
+"""The fewray runtime: config, registry, data, training, meta-test and tracking."""

@@ -1,0 +1,68 @@
+"""Checkpoints: one ``checkpoint.pt`` holding model, optimizer, scheduler, step, config and metrics.
+
+Loading always uses ``torch.load(..., weights_only=True)``: nothing in a user file is unpickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fewray.platform.errors import CheckpointError
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(directory: str | Path, **state: Any) -> Path:
+    """Write ``state`` (tensors, dicts, lists, numbers, strings) to ``directory/checkpoint.pt``."""
+    path = Path(directory) / CHECKPOINT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The ``checkpoint.pt`` file behind ``path`` (the file itself or a checkpoint directory).
+
+    Raises:
+        CheckpointError: if nothing exists at ``path`` or the directory holds no checkpoint.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_FILE
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return p
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file or directory with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: missing, truncated or not a fewray checkpoint.
+    """
+    p = resolve_checkpoint(path)
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:200]}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{p} is not a fewray checkpoint (no 'model' entry)")
+    return state
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: str | Path = "checkpoint") -> None:
+    """Load ``state['model']`` into ``model``.
+
+    Raises:
+        CheckpointError: when the weights do not fit the model (another architecture).
+    """
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
+        raise CheckpointError(f"checkpoint {path} does not fit model {type(model).__name__}: {first}") from None

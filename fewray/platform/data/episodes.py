@@ -1,0 +1,99 @@
+"""Deterministic N-way K-shot Q-query episodes (mmfewshot's EpisodicDataset), defined by ``(seed, episode_id)``.
+
+An episode is data, not a code path: a list of dataset indices drawn from a random
+generator seeded with ``(seed, episode_id)``. Any worker can rebuild episode 1234 alone,
+so meta-test results do not depend on how the tasks were split across workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fewray.platform.errors import DataError
+
+
+@dataclass
+class Episode:
+    """Indices into a split and episode labels (remapped to ``0..N-1``, mmfewshot's ``label_wrapper``).
+
+    Attributes:
+        episode_id (int): the id it was drawn from.
+        classes (np.ndarray): ``(N,)`` dataset class of each episode label.
+        support_idx (np.ndarray): ``(N*K,)`` dataset indices, class-major (class 0's K shots first).
+        support_label (np.ndarray): ``(N*K,)`` episode labels.
+        query_idx (np.ndarray): ``(N*Q,)`` dataset indices, class-major.
+        query_label (np.ndarray): ``(N*Q,)`` episode labels.
+    """
+
+    episode_id: int
+    classes: np.ndarray
+    support_idx: np.ndarray
+    support_label: np.ndarray
+    query_idx: np.ndarray
+    query_label: np.ndarray
+
+
+def label_wrapper(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Map dataset labels to episode labels: the position of each label in ``classes``."""
+    lookup = {int(c): i for i, c in enumerate(classes)}
+    return np.array([lookup[int(x)] for x in labels], dtype=np.int64)
+
+
+class EpisodicSampler:
+    """Draws N-way K-shot Q-query episodes from the labels of one split.
+
+    Args:
+        labels (np.ndarray): ``(M,)`` integer class of each image of the split.
+        ways (int): N classes per episode.
+        shots (int): K support images per class.
+        queries (int): Q query images per class.
+        seed (int): episode ``i`` is a pure function of ``(seed, i)``.
+
+    Raises:
+        DataError: ``ways`` greater than the classes of the split, or ``shots + queries``
+            greater than the images of the smallest class.
+
+    Example::
+
+        >>> sampler = EpisodicSampler(labels, ways=5, shots=1, queries=15, seed=0)
+        >>> ep = sampler.episode(1234)   # identical on every worker
+        >>> ep.support_idx.shape, ep.query_idx.shape
+        ((5,), (75,))
+    """
+
+    def __init__(self, labels: np.ndarray, ways: int, shots: int, queries: int, seed: int = 0, split: str = "") -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        where = f" of split '{split}'" if split else ""
+        classes, counts = np.unique(labels, return_counts=True)
+        if ways > len(classes):
+            raise DataError(f"ways={ways} is greater than the {len(classes)} classes{where}")
+        need = shots + queries
+        if need > counts.min():
+            small = int(classes[counts.argmin()])
+            raise DataError(
+                f"shots + queries = {shots} + {queries} = {need} is greater than the {int(counts.min())} "
+                f"images of class {small}{where}"
+            )
+        order = np.argsort(labels, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.classes = classes
+        self._members = [order[s : s + c] for s, c in zip(starts, counts)]
+        self.ways, self.shots, self.queries, self.seed = ways, shots, queries, seed
+
+    def episode(self, episode_id: int) -> Episode:
+        """Episode ``episode_id``: the same on every call and every machine."""
+        rng = np.random.default_rng([self.seed, int(episode_id)])
+        picked = rng.choice(len(self.classes), self.ways, replace=False)
+        n, k, q = self.ways, self.shots, self.queries
+        chosen = np.stack([rng.choice(self._members[c], k + q, replace=False) for c in picked])  # (N, K+Q)
+        episode_labels = np.arange(n, dtype=np.int64)
+        return Episode(
+            episode_id=int(episode_id),
+            classes=self.classes[picked],
+            support_idx=chosen[:, :k].reshape(-1),
+            support_label=np.repeat(episode_labels, k),
+            query_idx=chosen[:, k:].reshape(-1),
+            query_label=np.repeat(episode_labels, q),
+        )

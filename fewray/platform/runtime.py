@@ -1,0 +1,33 @@
+"""Ray start-up and cluster resources: local Ray on a laptop, the running cluster under ``ray job submit``."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to Ray once: ``address`` or ``RAY_ADDRESS`` if set (a cluster, or a job's driver),
+    otherwise start a local Ray on this machine.
+
+    ``RAY_AUTH_MODE`` defaults to ``disabled`` so that a local head started later with
+    ``ray start`` and ``ray job submit`` agree (see ../shared/STACK.md).
+    """
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    kwargs = {"num_cpus": num_cpus} if num_cpus and not (address or os.environ.get("RAY_ADDRESS")) else {}
+    ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
+
+
+def cluster_slots() -> tuple[int, int]:
+    """``(gpus, cpus)`` in the whole cluster (integers)."""
+    res = ray.cluster_resources()
+    return int(res.get("GPU", 0)), int(res.get("CPU", 0))
+
+
+def largest_node_cpus() -> int:
+    """CPUs of the biggest alive node: the most one task can use on a single machine."""
+    return max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1)

@@ -1,0 +1,293 @@
+"""Episodic meta-training with Ray Train (DDP) fed by a Ray Data episode stream.
+
+:func:`run_metatrain` (driver) checks the data, opens an MLflow run, builds the episode
+stream and fits a ``TorchTrainer``; :func:`train_loop_per_worker` (each DDP rank) trains on
+its shard of episodes, logs metrics to MLflow (rank 0), meta-validates every
+``train.val_interval`` steps (mmfewshot's MetaTestEvalHook) and reports a checkpoint
+(model, optimizer, scheduler, step, config). Ray keeps the best checkpoints by
+``accuracy_mean`` plus the latest; a restarted worker or a re-run with the same
+``output_dir`` resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import yaml
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from fewray.algorithms import build_classifier
+from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
+from fewray.platform.data.catalog import load_split, read_labels
+from fewray.platform.data.episodes import EpisodicSampler
+from fewray.platform.data.streaming import episode_dataset
+from fewray.platform.features import extract_features, to_float
+from fewray.platform.metatest import aggregate, evaluate_tasks
+from fewray.platform.plots import plot_training_curves
+from fewray.platform.runtime import init_ray
+from fewray.platform.tracking import MetricLogger, log_dict_params, metric_history, setup_tracking
+
+log = logging.getLogger(__name__)
+RUN_NAME = "metatrain"
+_CKPT_DIR = re.compile(r"^checkpoint_(\d+)$")
+
+
+class MetaValidator:
+    """Meta-validation on a frozen copy of the features of a split (mmfewshot's MetaTestEvalHook).
+
+    Args:
+        cfg (ExperimentConfig): uses ``data`` and ``val`` (split, ways, shots, queries, num_tasks, seed).
+    """
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        data = load_split(cfg.data.root, cfg.val.split, cfg.data.channels)
+        self.images, self.labels = data.images, data.labels
+
+    def __call__(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
+        """``{"accuracy_mean", "accuracy_std", "ci95"}`` in percent; leaves ``model`` in train mode."""
+        v = self.cfg.val
+        feats = extract_features(model, self.images, v.batch_size, str(device)).cpu()
+        accs = evaluate_tasks(model, feats, self.labels, v.ways, v.shots, v.queries, v.seed, range(v.num_tasks), v.split)
+        model.train()
+        mean, std, ci95 = aggregate(accs)
+        return {"accuracy_mean": mean, "accuracy_std": std, "ci95": ci95}
+
+
+def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """The optimizer and step-decay scheduler of ``cfg.train``."""
+    o = cfg.train.optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.type == "SGD":
+        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    else:
+        opt = getattr(torch.optim, o.type)(params, lr=o.lr, weight_decay=o.weight_decay)
+    s = cfg.train.lr_schedule
+    return opt, torch.optim.lr_scheduler.StepLR(opt, s.step_size, s.gamma)
+
+
+def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
+    """One Ray Train worker: resume, train on streamed episodes, meta-validate and checkpoint.
+
+    Args:
+        loop_cfg: ``{"config": dict, "tracking_uri": str | None, "run_id": str | None, "start_step": int}``.
+    """
+    cfg = config_from_dict(loop_cfg["config"])
+    tc = cfg.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(tc.torch_threads or tc.cpus_per_worker)
+    torch.manual_seed(cfg.seed * 1000 + rank)
+    device = ray.train.torch.get_device()
+
+    model = build_classifier(cfg.model)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = load_checkpoint(d)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+    model = ray.train.torch.prepare_model(model)
+    core = model.module if hasattr(model, "module") else model
+
+    validator = MetaValidator(cfg) if rank == 0 else None
+    logger = MetricLogger(loop_cfg["tracking_uri"], loop_cfg["run_id"]) if rank == 0 and loop_cfg.get("run_id") else None
+    # A restarted worker sees its shard from the start: skip what was trained before the restart.
+    skip = step - int(loop_cfg["start_step"])
+    sums = {"loss": 0.0, "accuracy": 0.0}
+    seen, t_last = 0, time.perf_counter()
+    shard = ray.train.get_dataset_shard("train")
+    for batch in shard.iter_torch_batches(batch_size=1, prefetch_batches=4, device=device):
+        if skip > 0:
+            skip -= 1
+            continue
+        if step >= tc.num_steps:
+            break
+        out = model(
+            mode="train",
+            support_img=to_float(batch["support_img"][0]),
+            support_label=batch["support_label"][0],
+            query_img=to_float(batch["query_img"][0]),
+            query_label=batch["query_label"][0],
+        )
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        seen += 1
+        sums["loss"] += float(out["loss"])
+        sums["accuracy"] += float(out["accuracy"]) * 100.0
+        if step % tc.log_interval == 0 and logger:
+            now = time.perf_counter()
+            logger.log(
+                {
+                    "loss": sums["loss"] / seen,
+                    "accuracy": sums["accuracy"] / seen,
+                    "lr": scheduler.get_last_lr()[0],
+                    "episodes_per_second": seen * world / (now - t_last),
+                },
+                step,
+            )
+            logger.flush()
+        if step % tc.log_interval == 0:
+            sums = {"loss": 0.0, "accuracy": 0.0}
+            seen, t_last = 0, time.perf_counter()
+        if step % tc.val_interval == 0 or step == tc.num_steps:
+            metrics: dict[str, Any] = {"step": step}
+            if rank == 0:
+                val = validator(core, device)
+                metrics.update(val)
+                if logger:
+                    logger.log({f"val_{k}": v for k, v in val.items()}, step)
+                    logger.flush()
+                with tempfile.TemporaryDirectory() as d:
+                    save_checkpoint(
+                        d,
+                        model=core.state_dict(),
+                        optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(),
+                        step=step,
+                        config=loop_cfg["config"],
+                        metrics=val,
+                    )
+                    ray.train.report(
+                        metrics,
+                        checkpoint=ray.train.Checkpoint.from_directory(d),
+                        checkpoint_dir_name=f"checkpoint_{step:07d}",
+                    )
+            else:
+                ray.train.report(metrics, checkpoint=None)
+        if step >= tc.num_steps:
+            break
+    if logger:
+        logger.flush()
+
+
+def latest_checkpoint(output_dir: str | Path) -> tuple[Path | None, int]:
+    """The newest ``checkpoint_<step>`` directory of a training output dir and its step (or ``(None, 0)``)."""
+    best: tuple[Path | None, int] = (None, 0)
+    run_dir = Path(output_dir) / RUN_NAME
+    if run_dir.is_dir():
+        for p in run_dir.iterdir():
+            m = _CKPT_DIR.match(p.name)
+            if m and (p / CHECKPOINT_FILE).is_file() and int(m.group(1)) > best[1]:
+                best = (p, int(m.group(1)))
+    return best
+
+
+def check_training_data(cfg: ExperimentConfig) -> None:
+    """Fail fast (one-line DataError) when the train or val split cannot serve the configured episodes."""
+    t, v = cfg.train, cfg.val
+    EpisodicSampler(read_labels(cfg.data.root, "train"), t.ways, t.shots, t.queries, cfg.seed, "train")
+    EpisodicSampler(read_labels(cfg.data.root, v.split), v.ways, v.shots, v.queries, v.seed, v.split)
+
+
+def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Meta-train ``cfg`` with Ray Train; resume if ``output_dir`` holds checkpoints of an earlier run.
+
+    Args:
+        cfg: a validated experiment config.
+        output_dir: where Ray Train writes checkpoints and where ``train_result.json`` goes.
+        tracking_uri: MLflow tracking URI (overrides ``cfg.tracking.tracking_uri``).
+
+    Returns:
+        The content of ``train_result.json``: ``best_checkpoint`` (path of ``checkpoint.pt``),
+        ``best_step``, ``best_val_accuracy_mean``, ``best_val_ci95``, ``latest_checkpoint``,
+        ``num_steps``, ``train_seconds``, ``mlflow_run_id``, ``tracking_uri``.
+
+    Raises:
+        DataError, ConfigError, TrackingError: bad input, before anything starts.
+    """
+    output_dir = Path(output_dir).resolve()
+    check_training_data(cfg)
+    init_ray()
+    uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
+    tc = cfg.train
+    latest, start_step = latest_checkpoint(output_dir)
+    id_file = output_dir / "mlflow_run_id"
+    run_id = id_file.read_text().strip() if latest and id_file.is_file() else None
+    cfg_dict = cfg.to_dict()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else cfg.name) as run:
+        id_file.write_text(run.info.run_id)
+        if run_id is None:
+            log_dict_params(flatten(cfg_dict))
+            mlflow.set_tag("fewray.kind", "metatrain")
+            mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
+        else:
+            mlflow.set_tag("fewray.resumed_from_step", str(start_step))
+        world = tc.num_workers
+        dataset = episode_dataset(
+            cfg.data.root, "train", cfg.data.channels, tc.ways, tc.shots, tc.queries, cfg.seed,
+            start=start_step * world, stop=max(tc.num_steps, start_step) * world,
+        )
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"config": cfg_dict, "tracking_uri": uri, "run_id": run.info.run_id, "start_step": start_step},
+            scaling_config=ScalingConfig(
+                num_workers=world, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}
+            ),
+            torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+            run_config=RunConfig(
+                name=RUN_NAME,
+                storage_path=str(output_dir),
+                checkpoint_config=CheckpointConfig(
+                    num_to_keep=tc.keep_checkpoints,
+                    checkpoint_score_attribute="accuracy_mean",
+                    checkpoint_score_order="max",
+                ),
+                failure_config=FailureConfig(max_failures=tc.max_failures),
+            ),
+            datasets={"train": dataset},
+            resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(latest)) if latest else None,
+        )
+        result = trainer.fit()
+        seconds = time.perf_counter() - t0
+        candidates = [(Path(c.path), m) for c, m in (result.best_checkpoints or []) if "accuracy_mean" in m]
+        if latest is not None and not candidates:
+            state = load_checkpoint(latest)
+            candidates = [(latest, {**state["metrics"], "step": state["step"]})]
+        best_dir, best = max(candidates, key=lambda cm: (cm[1]["accuracy_mean"], cm[1]["step"]))
+        newest_dir, _ = latest_checkpoint(output_dir)
+        mlflow.log_metrics(
+            {"best_val_accuracy_mean": best["accuracy_mean"], "best_val_ci95": best["ci95"], "train_seconds": seconds}
+        )
+        mlflow.log_artifact(str(best_dir / CHECKPOINT_FILE), "checkpoint")
+        history = metric_history(mlflow.tracking.MlflowClient(uri), run.info.run_id, ["loss", "accuracy", "val_accuracy_mean"])
+        with tempfile.TemporaryDirectory() as d:
+            mlflow.log_artifact(str(plot_training_curves(history, Path(d) / "training_curves.png")), "plots")
+        summary = {
+            "best_checkpoint": str(best_dir / CHECKPOINT_FILE),
+            "best_step": int(best["step"]),
+            "best_val_accuracy_mean": float(best["accuracy_mean"]),
+            "best_val_ci95": float(best["ci95"]),
+            "latest_checkpoint": str((newest_dir or best_dir) / CHECKPOINT_FILE),
+            "num_steps": tc.num_steps,
+            "resumed_from_step": start_step,
+            "train_seconds": round(seconds, 1),
+            "mlflow_run_id": run.info.run_id,
+            "tracking_uri": uri,
+        }
+        (output_dir / "train_result.json").write_text(json.dumps(summary, indent=2) + "\n")
+        mlflow.log_artifact(str(output_dir / "train_result.json"))
+    return summary
