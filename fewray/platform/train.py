@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -35,6 +34,7 @@ from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
 from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.data.streaming import episode_dataset
+from fewray.platform.errors import CheckpointError
 from fewray.platform.features import extract_features, to_float
 from fewray.platform.metatest import aggregate, evaluate_tasks
 from fewray.platform.plots import plot_training_curves
@@ -43,6 +43,7 @@ from fewray.platform.tracking import MetricLogger, log_dict_params, metric_histo
 
 log = logging.getLogger(__name__)
 RUN_NAME = "metatrain"
+METRICS_FILE = "metrics.json"
 _CKPT_DIR = re.compile(r"^checkpoint_(\d+)$")
 
 
@@ -134,7 +135,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         scheduler.step()
         step += 1
         seen += 1
-        sums["loss"] += float(out["loss"])
+        sums["loss"] += out["loss"].item()
         sums["accuracy"] += float(out["accuracy"]) * 100.0
         if step % tc.log_interval == 0 and logger:
             now = time.perf_counter()
@@ -169,6 +170,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                         config=loop_cfg["config"],
                         metrics=val,
                     )
+                    Path(d, METRICS_FILE).write_text(json.dumps({**val, "step": step}))
                     ray.train.report(
                         metrics,
                         checkpoint=ray.train.Checkpoint.from_directory(d),
@@ -182,16 +184,43 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         logger.flush()
 
 
-def latest_checkpoint(output_dir: str | Path) -> tuple[Path | None, int]:
-    """The newest ``checkpoint_<step>`` directory of a training output dir and its step (or ``(None, 0)``)."""
-    best: tuple[Path | None, int] = (None, 0)
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, directory)`` of every complete ``checkpoint_<step>`` of a training output dir, by step."""
     run_dir = Path(output_dir) / RUN_NAME
+    found = []
     if run_dir.is_dir():
         for p in run_dir.iterdir():
             m = _CKPT_DIR.match(p.name)
-            if m and (p / CHECKPOINT_FILE).is_file() and int(m.group(1)) > best[1]:
-                best = (p, int(m.group(1)))
-    return best
+            if m and (p / CHECKPOINT_FILE).is_file():
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str | Path) -> tuple[Path | None, int]:
+    """The newest checkpoint directory of a training output dir and its step (or ``(None, 0)``)."""
+    found = list_checkpoints(output_dir)
+    return (found[-1][1], found[-1][0]) if found else (None, 0)
+
+
+def checkpoint_metrics(directory: Path) -> dict[str, float]:
+    """Meta-validation metrics stored with a checkpoint (``metrics.json``, else inside ``checkpoint.pt``)."""
+    side = directory / METRICS_FILE
+    if side.is_file():
+        return json.loads(side.read_text())
+    state = load_checkpoint(directory)
+    return {**state.get("metrics", {}), "step": int(state["step"])}
+
+
+def best_checkpoint(output_dir: str | Path) -> tuple[Path, dict[str, float]]:
+    """The kept checkpoint with the highest meta-validation ``accuracy_mean`` (latest step wins ties).
+
+    Raises:
+        CheckpointError: if the output dir holds no checkpoint.
+    """
+    scored = [(d, checkpoint_metrics(d)) for _, d in list_checkpoints(output_dir)]
+    if not scored:
+        raise CheckpointError(f"no checkpoint in {Path(output_dir) / RUN_NAME}")
+    return max(scored, key=lambda dm: (dm[1]["accuracy_mean"], dm[1]["step"]))
 
 
 def check_training_data(cfg: ExperimentConfig) -> None:
@@ -199,6 +228,36 @@ def check_training_data(cfg: ExperimentConfig) -> None:
     t, v = cfg.train, cfg.val
     EpisodicSampler(read_labels(cfg.data.root, "train"), t.ways, t.shots, t.queries, cfg.seed, "train")
     EpisodicSampler(read_labels(cfg.data.root, v.split), v.ways, v.shots, v.queries, v.seed, v.split)
+
+
+def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_id: str, start_step: int,
+         latest: Path | None) -> None:
+    """Build the episode stream and the TorchTrainer, and fit from ``start_step``."""
+    tc = cfg.train
+    world = tc.num_workers
+    dataset = episode_dataset(
+        cfg.data.root, "train", cfg.data.channels, tc.ways, tc.shots, tc.queries, cfg.seed,
+        start=start_step * world, stop=tc.num_steps * world,
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg_dict, "tracking_uri": uri, "run_id": run_id, "start_step": start_step},
+        scaling_config=ScalingConfig(num_workers=world, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=str(output_dir),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=tc.keep_checkpoints,
+                checkpoint_score_attribute="accuracy_mean",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=tc.max_failures),
+        ),
+        datasets={"train": dataset},
+        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(latest)) if latest else None,
+    )
+    trainer.fit()
 
 
 def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
@@ -236,38 +295,10 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
             mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
         else:
             mlflow.set_tag("fewray.resumed_from_step", str(start_step))
-        world = tc.num_workers
-        dataset = episode_dataset(
-            cfg.data.root, "train", cfg.data.channels, tc.ways, tc.shots, tc.queries, cfg.seed,
-            start=start_step * world, stop=max(tc.num_steps, start_step) * world,
-        )
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"config": cfg_dict, "tracking_uri": uri, "run_id": run.info.run_id, "start_step": start_step},
-            scaling_config=ScalingConfig(
-                num_workers=world, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}
-            ),
-            torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
-            run_config=RunConfig(
-                name=RUN_NAME,
-                storage_path=str(output_dir),
-                checkpoint_config=CheckpointConfig(
-                    num_to_keep=tc.keep_checkpoints,
-                    checkpoint_score_attribute="accuracy_mean",
-                    checkpoint_score_order="max",
-                ),
-                failure_config=FailureConfig(max_failures=tc.max_failures),
-            ),
-            datasets={"train": dataset},
-            resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(latest)) if latest else None,
-        )
-        result = trainer.fit()
+        if start_step < tc.num_steps:
+            _fit(cfg, cfg_dict, output_dir, uri, run.info.run_id, start_step, latest)
         seconds = time.perf_counter() - t0
-        candidates = [(Path(c.path), m) for c, m in (result.best_checkpoints or []) if "accuracy_mean" in m]
-        if latest is not None and not candidates:
-            state = load_checkpoint(latest)
-            candidates = [(latest, {**state["metrics"], "step": state["step"]})]
-        best_dir, best = max(candidates, key=lambda cm: (cm[1]["accuracy_mean"], cm[1]["step"]))
+        best_dir, best = best_checkpoint(output_dir)
         newest_dir, _ = latest_checkpoint(output_dir)
         mlflow.log_metrics(
             {"best_val_accuracy_mean": best["accuracy_mean"], "best_val_ci95": best["ci95"], "train_seconds": seconds}

@@ -1,0 +1,50 @@
+"""Config loading: typed validation with errors that name the key, and --set overrides."""
+
+import pytest
+
+from fewray.platform.config import load_config
+from fewray.platform.errors import ConfigError
+from conftest import CONFIG
+
+
+def test_benchmark_config_loads():
+    cfg = load_config(CONFIG)
+    assert cfg.model.type == "ProtoNet"
+    assert cfg.train.ways == 60 and cfg.test.num_tasks == 2000
+    assert cfg.data.root.startswith("/")  # made absolute
+
+
+def test_overrides_are_typed():
+    cfg = load_config(CONFIG, ["train.num_steps=12", "train.optimizer.lr=0.01", "model.backbone.channels=[32,32]"])
+    assert cfg.train.num_steps == 12
+    assert cfg.train.optimizer.lr == pytest.approx(0.01)
+    assert cfg.model.backbone["channels"] == [32, 32]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=0.1", "unknown config key 'train.lr'"),
+        ("train.ways=many", "config key 'train.ways'"),
+        ("test.shots=0", "config key 'test.shots'"),
+        ("test.ways=1", "config key 'test.ways'"),
+        ("model.backbone.widht=3", "unknown config key 'model.backbone.widht'"),
+        ("model.backbone.in_channels=grey", "config key 'model.backbone.in_channels'"),
+        ("model.type=NoSuchNet", "unknown classifier type 'NoSuchNet'"),
+        ("bogus=1", "unknown config key 'bogus'"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIG, [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  ways: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)

@@ -1,0 +1,40 @@
+"""Meta-test fan-out over Ray tasks: worker-count invariance and the CI aggregation."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fewray.platform.checkpoint import load_checkpoint
+from fewray.platform.metatest import aggregate, chunks, run_metatest
+from conftest import tiny_config
+
+
+def test_aggregate_is_mean_std_ci95():
+    accs = {2: 80.0, 0: 100.0, 1: 90.0}
+    mean, std, ci95 = aggregate(accs)
+    assert mean == pytest.approx(90.0)
+    assert std == pytest.approx(np.std([100.0, 90.0, 80.0]))
+    assert ci95 == pytest.approx(1.96 * std / math.sqrt(3))
+
+
+def test_chunks_cover_every_task_once():
+    for n, k in [(10, 3), (2000, 7), (5, 8)]:
+        ids = [i for r in chunks(n, k) for i in r]
+        assert ids == list(range(n))
+
+
+def test_one_and_two_workers_give_identical_accuracy(trained, omniglot_catalog, ray_local):
+    cfg = tiny_config(omniglot_catalog)
+    state = load_checkpoint(trained["best_checkpoint"])
+    common = dict(model_cfg=cfg.model.model_dump(), model_state=state["model"], root=cfg.data.root, split="test",
+                  channels=1, ways=5, shots=1, queries=15, num_tasks=300, seed=0, batch_size=1024)
+    one = run_metatest(**common, num_workers=1)
+    two = run_metatest(**common, num_workers=2)
+    assert one.num_workers == 1 and two.num_workers == 2
+    assert len(one.task_accuracies) == len(two.task_accuracies) == 300
+    assert one.task_accuracies == two.task_accuracies
+    assert one.accuracy_mean == two.accuracy_mean
+    assert one.ci95 == two.ci95
+    # a trained model is far above chance (20%) even after a few steps
+    assert one.accuracy_mean > 50.0
