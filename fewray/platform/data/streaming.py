@@ -55,13 +55,13 @@ def episode_dataset(
     seed: int,
     start: int,
     stop: int,
-    builder_cpus: float = 0.25,
+    builder_cpus: float = 0.0,
 ) -> "ray.data.Dataset":
     """A Ray Dataset of episodes ``start..stop-1`` (one row per episode, see the module docstring).
 
     Args:
-        builder_cpus (float): CPUs reserved by the builder actor; small, because gathering an
-            episode is array indexing and the trainer should keep the cores.
+        builder_cpus (float): CPUs reserved by the builder actor. Default 0: gathering an episode is
+            array indexing, and the Ray Train workers may hold every CPU slot of a small machine.
     """
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
@@ -72,6 +72,6 @@ def episode_dataset(
             root=root, split=split, channels=channels, ways=ways, shots=shots, queries=queries, seed=seed
         ),
         batch_size=1,
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=builder_cpus,
     )
