@@ -85,7 +85,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     """One Ray Train worker: resume, train on streamed episodes, meta-validate and checkpoint.
 
     Args:
-        loop_cfg: ``{"config": dict, "tracking_uri": str | None, "run_id": str | None, "start_step": int}``.
+        loop_cfg: ``{"config": dict, "tracking_uri": str | None, "run_id": str | None, "start_step": int,
+            "resume_from": checkpoint directory of an earlier run or None}``.
     """
     cfg = config_from_dict(loop_cfg["config"])
     tc = cfg.train
@@ -98,7 +99,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     model = build_classifier(cfg.model)
     optimizer, scheduler = make_optimizer(model, cfg)
     step = 0
+    # Ray's checkpoint after a worker restart; else the latest one of an earlier run in the output dir.
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_cfg.get("resume_from"):
+        checkpoint = ray.train.Checkpoint.from_directory(loop_cfg["resume_from"])
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = load_checkpoint(d)
@@ -241,7 +245,8 @@ def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg_dict, "tracking_uri": uri, "run_id": run_id, "start_step": start_step},
+        train_loop_config={"config": cfg_dict, "tracking_uri": uri, "run_id": run_id, "start_step": start_step,
+                           "resume_from": str(latest) if latest else None},
         scaling_config=ScalingConfig(num_workers=world, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
         run_config=RunConfig(
@@ -255,7 +260,6 @@ def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_
             failure_config=FailureConfig(max_failures=tc.max_failures),
         ),
         datasets={"train": dataset},
-        resume_from_checkpoint=ray.train.Checkpoint.from_directory(str(latest)) if latest else None,
     )
     trainer.fit()
 
