@@ -29,8 +29,8 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 # A tiny but real schedule used by the tests (small episodes, few steps).
 TINY = [
     "train.ways=10", "train.shots=1", "train.queries=5", "train.num_steps=30", "train.val_interval=15",
-    "train.log_interval=5", "train.torch_threads=1", "val.ways=5", "val.num_tasks=40", "val.batch_size=1024",
-    "test.num_tasks=200", "test.batch_size=1024",
+    "train.log_interval=5", "train.torch_threads=1", "val.ways=5", "val.num_tasks=40",
+    "test.num_tasks=200",
 ]
 
 

@@ -145,7 +145,7 @@ class EvalConfig(EpisodeConfig):
     split: str = "test"
     num_tasks: int = Field(2000, ge=1)
     seed: int = 0
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(128, ge=1)
 
 
 class TrackingConfig(_Strict):

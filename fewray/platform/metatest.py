@@ -19,27 +19,27 @@ import json
 import math
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import mlflow
 import numpy as np
 import ray
 import torch
-import yaml
-from tqdm import tqdm
 
 from fewray.algorithms import build_classifier
 from fewray.platform.checkpoint import load_checkpoint, load_model_state
-from fewray.platform.config import ExperimentConfig, flatten
 from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.errors import CheckpointError
 from fewray.platform.features import extract_features
-from fewray.platform.plots import plot_accuracy_histogram
 from fewray.platform.runtime import cluster_slots, init_ray, largest_node_cpus
-from fewray.platform.tracking import log_dict_params, setup_tracking
+
+if TYPE_CHECKING:
+    from fewray.platform.config import ExperimentConfig
+# MLflow, matplotlib and YAML are imported inside meta_test_checkpoint (driver only): the Ray task
+# functions below live in this module, and every worker that runs them imports it (mlflow costs seconds).
 
 
 @dataclass
@@ -140,7 +140,10 @@ def _extract(model_cfg: dict, state: dict, root: str, split: str, channels: int,
 
 def _evaluate_chunk(model_cfg: dict, state: dict, feats: np.ndarray, labels: np.ndarray, episode: dict, task_ids):
     model = _build(model_cfg, state)
-    return evaluate_tasks(model, torch.from_numpy(feats), labels, task_ids=task_ids, **episode)
+    with warnings.catch_warnings():  # zero-copy view of the object store's read-only array; never written
+        warnings.simplefilter("ignore", UserWarning)
+        feats_t = torch.from_numpy(feats)
+    return evaluate_tasks(model, feats_t, labels, task_ids=task_ids, **episode)
 
 
 def chunks(n: int, k: int) -> list[range]:
@@ -235,7 +238,7 @@ def _checkpoint_path(path: str | Path) -> Path:
 
 
 def meta_test_checkpoint(
-    cfg: ExperimentConfig,
+    cfg: "ExperimentConfig",
     checkpoint: str | Path,
     num_workers: int | None = None,
     tracking_uri: str | None = None,
@@ -254,6 +257,14 @@ def meta_test_checkpoint(
         CheckpointError: missing, unreadable or mismatched checkpoint; DataError: bad data or episode
         shape; TrackingError: unreachable tracking server. All before any Ray task starts.
     """
+    import mlflow
+    import yaml
+    from tqdm import tqdm
+
+    from fewray.platform.config import flatten
+    from fewray.platform.plots import plot_accuracy_histogram
+    from fewray.platform.tracking import log_dict_params, setup_tracking
+
     path = _checkpoint_path(checkpoint)
     state = load_checkpoint(path)
     model_cfg = cfg.model.model_dump()

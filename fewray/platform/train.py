@@ -35,7 +35,7 @@ from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.data.streaming import episode_dataset
 from fewray.platform.errors import CheckpointError
-from fewray.platform.features import extract_features, to_float
+from fewray.platform.features import channels_last, extract_features, to_float
 from fewray.platform.metatest import aggregate, evaluate_tasks
 from fewray.platform.plots import plot_training_curves
 from fewray.platform.runtime import init_ray
@@ -96,7 +96,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed * 1000 + rank)
     device = ray.train.torch.get_device()
 
-    model = build_classifier(cfg.model)
+    model = channels_last(build_classifier(cfg.model))
     optimizer, scheduler = make_optimizer(model, cfg)
     step = 0
     # Ray's checkpoint after a worker restart; else the latest one of an earlier run in the output dir.
