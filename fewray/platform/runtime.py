@@ -8,8 +8,12 @@ import ray
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to Ray once: ``address`` or ``RAY_ADDRESS`` if set (a cluster, or a job's driver),
-    otherwise start a local Ray on this machine.
+    """Connect to Ray once: ``address`` or ``RAY_ADDRESS`` if set (a cluster, ``auto``, or the
+    address ``ray job submit`` gives a job's driver), otherwise start a new local Ray.
+
+    Without an address this never attaches to whatever ``ray start`` left on the machine: a
+    stale head recorded in ``/tmp/ray`` would make ``ray.init()`` wait forever. Use
+    ``RAY_ADDRESS=auto`` to join a head started by hand.
 
     ``RAY_AUTH_MODE`` defaults to ``disabled`` so that a local head started later with
     ``ray start`` and ``ray job submit`` agree (see ../shared/STACK.md).
@@ -18,7 +22,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    kwargs = {"num_cpus": num_cpus} if num_cpus and not (address or os.environ.get("RAY_ADDRESS")) else {}
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs = {"num_cpus": num_cpus} if num_cpus and address == "local" else {}
     ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
 
 
