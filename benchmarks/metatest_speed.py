@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     print(f"feature-pass batch size: {best_bs} ({', '.join(f'{b}: {t:.2f}s' for b, t in bs_times.items())})", flush=True)
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=None, logging_level="ERROR", include_dashboard=False)
+    ray.init(address="local", logging_level="ERROR", include_dashboard=False)
     ray_start = time.perf_counter() - t0
     rows = []
     for setting in args.settings.split(","):

@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     catalog = str(Path(args.catalog).resolve())
     cfg = load_config(args.config, [f"data.root={catalog}"])
     data = load_split(catalog, "train", cfg.data.channels)
-    ray.init(logging_level="ERROR", include_dashboard=False)
+    ray.init(address="local", logging_level="ERROR", include_dashboard=False)
     results: dict[str, list[float]] = {"in-memory loop": [], "Ray Data + Ray Train, 1 worker": [],
                                        "Ray Data + Ray Train, 2 workers": []}
     for r in range(args.rounds):
