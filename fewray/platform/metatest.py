@@ -197,9 +197,9 @@ def run_metatest(
     episode = dict(ways=ways, shots=shots, queries=queries, seed=seed, split=split)
     eval_opts = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     remote_eval = ray.remote(_evaluate_chunk).options(max_retries=3, **eval_opts)
+    task_chunks = chunks(num_tasks, num_workers)
     pending = {
-        remote_eval.remote(model_cfg, state_ref, feats_ref, labels_ref, episode, ids): len(ids)
-        for ids in chunks(num_tasks, num_workers)
+        remote_eval.remote(model_cfg, state_ref, feats_ref, labels_ref, episode, ids): len(ids) for ids in task_chunks
     }
     accs: dict[int, float] = {}
     while pending:
@@ -220,7 +220,7 @@ def run_metatest(
         queries=queries,
         seed=seed,
         split=split,
-        num_workers=len(chunks(num_tasks, num_workers)),
+        num_workers=len(task_chunks),
         seconds=time.perf_counter() - t0,
         task_accuracies=accs,
     )

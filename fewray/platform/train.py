@@ -141,19 +141,18 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         seen += 1
         sums["loss"] += out["loss"].item()
         sums["accuracy"] += float(out["accuracy"]) * 100.0
-        if step % tc.log_interval == 0 and logger:
-            now = time.perf_counter()
-            logger.log(
-                {
-                    "loss": sums["loss"] / seen,
-                    "accuracy": sums["accuracy"] / seen,
-                    "lr": scheduler.get_last_lr()[0],
-                    "episodes_per_second": seen * world / (now - t_last),
-                },
-                step,
-            )
-            logger.flush()
         if step % tc.log_interval == 0:
+            if logger:
+                logger.log(
+                    {
+                        "loss": sums["loss"] / seen,
+                        "accuracy": sums["accuracy"] / seen,
+                        "lr": scheduler.get_last_lr()[0],
+                        "episodes_per_second": seen * world / (time.perf_counter() - t_last),
+                    },
+                    step,
+                )
+                logger.flush()
             sums = {"loss": 0.0, "accuracy": 0.0}
             seen, t_last = 0, time.perf_counter()
         if step % tc.val_interval == 0 or step == tc.num_steps:
