@@ -46,3 +46,20 @@ def test_protonet_trains_on_a_separable_episode():
         opt.step()
     assert out["loss"] < first
     assert out["accuracy"] == 1.0
+
+
+def test_batched_forward_tasks_equals_the_per_task_protocol():
+    torch.manual_seed(0)
+    model = build_classifier({"type": "ProtoNet", "backbone": {"type": "Conv4", "in_channels": 1},
+                              "head": {"type": "PrototypeHead"}})
+    tasks, ways, shots, queries, dim = 4, 5, 3, 7, 64
+    support = torch.randn(tasks, ways * shots, dim)
+    labels = torch.stack([torch.randperm(ways * shots) % ways for _ in range(tasks)])  # not class-major
+    query = torch.randn(tasks, ways * queries, dim)
+    batched = model.forward_tasks(support, labels, query, ways)
+    assert batched.shape == (tasks, ways * queries, ways)
+    for t in range(tasks):
+        model.before_forward_support()
+        model(mode="support", feats=support[t], label=labels[t])
+        model.before_forward_query()
+        torch.testing.assert_close(batched[t], model(mode="query", feats=query[t]), rtol=1e-4, atol=1e-3)

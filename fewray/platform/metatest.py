@@ -99,27 +99,35 @@ def evaluate_tasks(
     seed: int,
     task_ids: list[int] | range,
     split: str = "",
+    block: int = 250,
 ) -> dict[int, float]:
-    """Accuracy (percent) of each task id, through the classifier's meta-test contract on features.
+    """Accuracy (percent) of each task id, on precomputed features of a frozen backbone.
+
+    Tasks go through the classifier's ``forward_tasks`` ``block`` at a time: one batched computation for
+    heads that have one (ProtoNet), the per-task support/query protocol otherwise.
 
     Args:
-        model: a classifier (``before_meta_test``, ``before_forward_support``, ``forward(mode=...)``).
+        model: a classifier with ``before_meta_test`` and ``forward_tasks``.
         feats: ``(M, D)`` features of the split; labels: ``(M,)`` classes of the split.
         ways, shots, queries, seed: the episode shape and seed; task_ids: which episodes.
+        block: tasks per batched computation (bounds memory: ``block * ways * (shots + queries) * D`` floats).
 
     Returns:
         ``{task_id: accuracy_percent}``.
     """
     sampler = EpisodicSampler(labels, ways, shots, queries, seed, split)
     model.before_meta_test()
+    ids = [int(t) for t in task_ids]
     out: dict[int, float] = {}
-    for t in task_ids:
-        ep = sampler.episode(t)
-        model.before_forward_support()
-        model(mode="support", feats=feats[ep.support_idx], label=torch.from_numpy(ep.support_label))
-        model.before_forward_query()
-        scores = model(mode="query", feats=feats[ep.query_idx])
-        out[int(t)] = float((scores.argmax(1).numpy() == ep.query_label).mean() * 100.0)
+    for s in range(0, len(ids), block):
+        eps = [sampler.episode(t) for t in ids[s : s + block]]
+        support_idx = torch.from_numpy(np.stack([e.support_idx for e in eps]))
+        query_idx = torch.from_numpy(np.stack([e.query_idx for e in eps]))
+        support_label = torch.from_numpy(np.stack([e.support_label for e in eps]))
+        query_label = torch.from_numpy(np.stack([e.query_label for e in eps]))
+        scores = model.forward_tasks(feats[support_idx], support_label, feats[query_idx], ways)
+        accs = (scores.argmax(-1) == query_label).double().mean(1).mul(100.0)
+        out.update(zip((e.episode_id for e in eps), accs.tolist()))
     return out
 
 

@@ -69,6 +69,28 @@ class BaseMetricClassifier(nn.Module):
         """Prepare for meta-test: evaluation mode (frozen batch-norm statistics)."""
         self.eval()
 
+    def forward_tasks(
+        self, support_feats: torch.Tensor, support_labels: torch.Tensor, query_feats: torch.Tensor, num_classes: int
+    ) -> torch.Tensor:
+        """Scores ``(T, Q, N)`` of ``T`` tasks given as features (frozen backbone).
+
+        Uses the head's batched ``forward_tasks`` when it has one (all tasks in one computation), else
+        runs the per-task support/query protocol task by task; both give the same scores.
+
+        Args:
+            support_feats: ``(T, N*K, D)``; support_labels: ``(T, N*K)`` in ``0..N-1``;
+            query_feats: ``(T, Q, D)``; num_classes: N.
+        """
+        if hasattr(self.head, "forward_tasks"):
+            return self.head.forward_tasks(support_feats, support_labels, query_feats, num_classes)
+        scores = []
+        for sf, sl, qf in zip(support_feats, support_labels, query_feats):
+            self.before_forward_support()
+            self.forward_support(feats=sf, label=sl)
+            self.before_forward_query()
+            scores.append(self.forward_query(feats=qf))
+        return torch.stack(scores)
+
     def before_forward_support(self) -> None:
         """Start a new task: forget the previous support set."""
         self.head.before_forward_support()

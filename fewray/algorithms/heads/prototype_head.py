@@ -17,6 +17,12 @@ def prototypes(feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> t
     return sums / counts[:, None]
 
 
+def batched_prototypes(feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class means of many tasks at once: ``feats`` ``(T, M, D)``, ``labels`` ``(T, M)`` -> ``(T, num_classes, D)``."""
+    onehot = F.one_hot(labels, num_classes).to(feats.dtype).transpose(1, 2)  # (T, N, M)
+    return torch.bmm(onehot, feats) / onehot.sum(2, keepdim=True).clamp_min(1)
+
+
 def neg_sq_euclidean(query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
     """Scores ``-||q - p||^2`` of ``query`` ``(..., Q, D)`` against ``protos`` ``(..., N, D)``: ``(..., Q, N)``."""
     return -torch.cdist(query, protos).pow(2)
@@ -66,6 +72,21 @@ class PrototypeHead(nn.Module):
         loss = F.cross_entropy(scores, query_labels)
         acc = (scores.argmax(1) == query_labels).float().mean()
         return {"loss": loss, "accuracy": acc.detach()}
+
+    def forward_tasks(
+        self, support_feats: torch.Tensor, support_labels: torch.Tensor, query_feats: torch.Tensor, num_classes: int
+    ) -> torch.Tensor:
+        """Scores of many tasks in one batched computation (same numbers as the per-task protocol).
+
+        Args:
+            support_feats: ``(T, N*K, D)``; support_labels: ``(T, N*K)`` in ``0..N-1``;
+            query_feats: ``(T, Q, D)``; num_classes: N.
+
+        Returns:
+            ``(T, Q, N)`` scores.
+        """
+        protos = batched_prototypes(support_feats, support_labels, num_classes)
+        return self.temperature * neg_sq_euclidean(query_feats, protos)
 
     def before_forward_support(self) -> None:
         """Forget the previous task's support set."""
