@@ -1,13 +1,13 @@
 """Few-shot models as plain PyTorch modules: backbones, heads and classifiers (no Ray, no MLflow).
 
 Registries map config ``type:`` names to classes:
-:data:`BACKBONES`, :data:`HEADS`, :data:`CLASSIFIERS`. :func:`build_classifier`
+:data:`BACKBONES`, :data:`HEADS`, :data:`CLASSIFIERS`, :data:`LOSSES`. :func:`build_classifier`
 builds a classifier from a ``model:`` config section.
 """
 
-from fewray.algorithms.builder import BACKBONES, CLASSIFIERS, HEADS, build_classifier
+from fewray.algorithms.builder import BACKBONES, CLASSIFIERS, HEADS, LOSSES, build_classifier
 
 # Importing the modules registers their classes.
-from fewray.algorithms import backbones, heads, classifiers  # noqa: E402,F401
+from fewray.algorithms import losses, backbones, heads, classifiers  # noqa: E402,F401
 
-__all__ = ["BACKBONES", "HEADS", "CLASSIFIERS", "build_classifier"]
+__all__ = ["BACKBONES", "HEADS", "CLASSIFIERS", "LOSSES", "build_classifier"]

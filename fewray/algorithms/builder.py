@@ -1,4 +1,4 @@
-"""Registries of backbones, heads and classifiers, and :func:`build_classifier`."""
+"""Registries of backbones, heads, classifiers and losses, and :func:`build_classifier`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fewray.platform.registry import Registry
 BACKBONES = Registry("backbone")
 HEADS = Registry("head")
 CLASSIFIERS = Registry("classifier")
+LOSSES = Registry("loss")
 
 
 def build_classifier(model_cfg: Any, validate_only: bool = False):

@@ -1,5 +1,8 @@
 """Feature extractors: ``(N, C, H, W)`` images in, ``(N, D)`` or ``(N, D, h, w)`` features out."""
 
-from fewray.algorithms.backbones.conv4 import Conv4, ConvNet
+from fewray.algorithms.backbones.conv4 import Conv4, Conv4NoPool, ConvNet
+from fewray.algorithms.backbones.dropblock import DropBlock
+from fewray.algorithms.backbones.resnet12 import ResNet12
+from fewray.algorithms.backbones.wrn import WideResNet, WRN28x10
 
-__all__ = ["Conv4", "ConvNet"]
+__all__ = ["Conv4", "Conv4NoPool", "ConvNet", "DropBlock", "ResNet12", "WRN28x10", "WideResNet"]

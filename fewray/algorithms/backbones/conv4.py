@@ -77,3 +77,29 @@ class Conv4(ConvNet):
 
     Same arguments as :class:`ConvNet` except that ``channels`` defaults to four blocks of 64.
     """
+
+
+@BACKBONES.register
+class Conv4NoPool(ConvNet):
+    """Conv4 that keeps a spatial map, for RelationNet (mmfewshot's Conv4NoPool).
+
+    Four 64-channel blocks; only blocks 0 and 1 max-pool and only blocks 2 and 3 pad, and the output is not
+    flattened: 84x84 -> ``(N, 64, 19, 19)``, 28x28 -> ``(N, 64, 5, 5)``.
+    Same arguments as :class:`ConvNet` with those defaults.
+
+    Example::
+
+        >>> Conv4NoPool(in_channels=1)(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 64, 5, 5])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        channels: list[int] = (64, 64, 64, 64),
+        kernel_size: int = 3,
+        padding_blocks: list[int] | None = (2, 3),
+        pooling_blocks: list[int] | None = (0, 1),
+        flatten: bool = False,
+    ) -> None:
+        super().__init__(in_channels, channels, kernel_size, padding_blocks, pooling_blocks, flatten)

@@ -1,0 +1,67 @@
+"""MetaBaseline: Meta-Baseline: Exploring Simple Meta-Learning for Few-Shot Learning (Chen et al., ICCV 2021)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fewray.algorithms.builder import CLASSIFIERS
+from fewray.algorithms.classifiers.base_metric import BaseMetricClassifier
+
+
+def backbone_state(source: str | Path | dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The backbone ``state_dict`` inside ``source``.
+
+    ``source`` is a path to a ``checkpoint.pt`` (a dict with ``"model"``, as fewray writes) or to a bare
+    state dict, or such a dict itself. Keys ``backbone.*`` of a classifier state are stripped of the prefix;
+    a state without ``backbone.`` keys is taken as a backbone state as is.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+    """
+    if isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"pretrained checkpoint not found: {source}")
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    state = source.get("model", source) if isinstance(source, dict) else source
+    sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return sub or dict(state)
+
+
+@CLASSIFIERS.register
+class MetaBaseline(BaseMetricClassifier):
+    """Meta-Baseline: a backbone pre-trained as a whole-class classifier (Baseline), then meta-trained with
+    :class:`~fewray.algorithms.heads.MetaBaselineHead` (cosine to prototypes, learnable temperature).
+
+    Stage 1 is :class:`~fewray.algorithms.classifiers.Baseline` trained on all base classes; stage 2 builds
+    a MetaBaseline with ``pretrained_backbone`` pointing at the stage-1 checkpoint (or calls
+    :meth:`load_backbone`) and meta-trains on episodes.
+
+    Args:
+        backbone (nn.Module): e.g. ``ResNet12``.
+        head (nn.Module): normally ``MetaBaselineHead``.
+        pretrained_backbone (str | None): path of a stage-1 ``checkpoint.pt`` whose ``backbone.*`` weights
+            initialise the backbone at construction. Default None.
+
+    Raises:
+        FileNotFoundError: ``pretrained_backbone`` does not exist; RuntimeError: its keys do not match.
+
+    Example::
+
+        >>> model = build_classifier({"type": "MetaBaseline", "backbone": {"type": "Conv4", "in_channels": 1},
+        ...                           "head": {"type": "MetaBaselineHead"}})
+        >>> model.load_backbone(baseline_model.state_dict())   # a trained Baseline with the same backbone
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, pretrained_backbone: str | None = None) -> None:
+        super().__init__(backbone, head)
+        self.pretrained_backbone = pretrained_backbone
+        if pretrained_backbone:
+            self.load_backbone(pretrained_backbone)
+
+    def load_backbone(self, source: str | Path | dict[str, Any]) -> None:
+        """Load the backbone weights of a Baseline checkpoint (path or state dict, see :func:`backbone_state`)."""
+        self.backbone.load_state_dict(backbone_state(source))
