@@ -4,6 +4,16 @@ Usage::
 
     python pipelines/prepare_data.py omniglot --source ../shared/data/omniglot --out data/omniglot
     python pipelines/prepare_data.py omniglot --download --source ~/datasets/omniglot --out data/omniglot
+    python pipelines/prepare_data.py caltech101 --source ../shared/data/caltech101 --out data/caltech101
+    python pipelines/prepare_data.py mini_imagenet --source ~/datasets/mini-imagenet --out data/mini_imagenet
+    python pipelines/prepare_data.py tiered_imagenet --source ~/datasets/tiered-imagenet --out data/tiered_imagenet
+    python pipelines/prepare_data.py cub --source ~/datasets/CUB --out data/cub
+    python pipelines/prepare_data.py cifar_fs --source ~/datasets/cifar --out data/cifar_fs
+    python pipelines/prepare_data.py folder --source photos/ --out data/photos --counts 6 2 2 --seed 0
+    python pipelines/prepare_data.py folder --source photos/ --out data/photos --split-file split.yaml
+
+The release layouts and class splits are described in README.md ("Datasets") and in
+fewray/platform/data/sources/.
 """
 
 from __future__ import annotations
@@ -16,28 +26,62 @@ import _bootstrap  # noqa: F401
 
 from fewray.platform.errors import DataError, run_cli
 
+DATASETS = ["omniglot", "mini_imagenet", "tiered_imagenet", "cub", "cifar_fs", "folder", "caltech101"]
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=["omniglot"], help="which release to convert")
+    p.add_argument("dataset", choices=DATASETS, help="which release to convert")
     p.add_argument("--source", required=True, help="directory of the official release files")
     p.add_argument("--out", required=True, help="catalog directory to write")
-    p.add_argument("--download", action="store_true", help="download the official release into --source first")
-    p.add_argument("--image-size", type=int, default=28, help="output image side in pixels (default 28)")
+    p.add_argument("--download", action="store_true", help="download the official release into --source first (omniglot)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="output image side in pixels (default 28 for omniglot, 32 for cifar_fs, 84 otherwise)")
+    g = p.add_argument_group("natural-image datasets (all but omniglot)")
+    g.add_argument("--resize", choices=["stretch", "center_crop"], default="stretch",
+                   help="stretch: resize the whole image to a square (default); center_crop: shorter side, then crop")
+    g.add_argument("--format", choices=["png", "jpeg"], default="png", help="stored encoding (default png, lossless)")
+    g = p.add_argument_group("folder")
+    g.add_argument("--split-file", default=None,
+                   help="class split: YAML/JSON {train: [...], val: [...], test: [...]}, '<split> <class>' lines, "
+                        "or a directory of train.txt/val.txt/test.txt (cifar_fs: its split directory)")
+    g.add_argument("--counts", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
+                   help="random class split with these class counts")
+    g.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
+                   help="random class split with these proportions (default 0.64 0.16 0.20)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random class split (default 0)")
+    g.add_argument("--exclude", action="append", default=[], metavar="CLASS", help="class folder to leave out (repeatable)")
     args = p.parse_args(argv)
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from fewray.platform.data import omniglot
+    if args.dataset == "omniglot":
+        from fewray.platform.data import omniglot
 
-    if args.download:
-        try:
-            omniglot.download(Path(args.source))
-        except OSError as exc:
-            raise DataError(f"download of Omniglot into {args.source} failed: {exc}") from None
-    with tqdm(total=1623, unit="char", desc="omniglot", disable=not sys.stderr.isatty()) as bar:
-        info = omniglot.prepare_omniglot(args.source, args.out, args.image_size, progress=bar.update)
+        if args.download:
+            try:
+                omniglot.download(Path(args.source))
+            except OSError as exc:
+                raise DataError(f"download of Omniglot into {args.source} failed: {exc}") from None
+        with tqdm(total=1623, unit="char", desc="omniglot", disable=not sys.stderr.isatty()) as bar:
+            size = args.image_size if args.image_size is not None else 28
+            info = omniglot.prepare_omniglot(args.source, args.out, size, progress=bar.update)
+    else:
+        from fewray.platform.data.sources import DEFAULT_IMAGE_SIZE, SOURCES
+
+        if args.download:
+            raise DataError(f"--download is only available for omniglot; "
+                            f"put the {args.dataset} release into --source by hand")
+        kwargs = {"resize_mode": args.resize, "image_format": args.format}
+        if args.dataset == "folder":
+            kwargs.update(split_file=args.split_file, counts=args.counts, ratios=args.ratios, seed=args.seed,
+                          exclude=args.exclude)
+        elif args.dataset == "cifar_fs" and args.split_file:
+            kwargs["split_dir"] = args.split_file
+        with tqdm(unit="img", desc=args.dataset, disable=not sys.stderr.isatty()) as bar:
+            size = args.image_size if args.image_size is not None else DEFAULT_IMAGE_SIZE[args.dataset]
+            info = SOURCES[args.dataset](args.source, args.out, size, progress=bar.update, **kwargs)
     print(json.dumps(info["splits"]))
     print(f"catalog written to {args.out}")
     return 0

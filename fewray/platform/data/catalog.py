@@ -16,11 +16,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -60,9 +62,18 @@ def encode_png(img: Image.Image) -> bytes:
 
 
 def decode_images(blobs: list[bytes], channels: int) -> np.ndarray:
-    """Decode encoded images (PNG/JPEG bytes) of one size into ``(N, C, H, W)`` uint8."""
+    """Decode encoded images (PNG/JPEG bytes) of one size into ``(N, C, H, W)`` uint8.
+
+    Raises:
+        DataError: ``row I is not a readable image`` for the first corrupt blob.
+    """
     mode = "L" if channels == 1 else "RGB"
-    arrs = [np.asarray(Image.open(io.BytesIO(b)).convert(mode)) for b in blobs]
+    arrs = []
+    for i, blob in enumerate(blobs):
+        try:
+            arrs.append(np.asarray(Image.open(io.BytesIO(blob)).convert(mode)))
+        except Exception as exc:  # PIL raises several types for corrupt bytes
+            raise DataError(f"row {i} is not a readable image ({type(exc).__name__})") from None
     out = np.stack(arrs)
     return out[:, None] if channels == 1 else out.transpose(0, 3, 1, 2).copy()
 
@@ -75,6 +86,33 @@ def write_split(root: str | Path, split: str, columns: dict[str, list]) -> Path:
     path = root / f"{split}.parquet"
     pq.write_table(table, path, row_group_size=4096)
     return path
+
+
+@contextmanager
+def publish_atomically(out: str | Path) -> Iterator[Path]:
+    """Write a catalog into a fresh temporary directory beside ``out``; move it to ``out`` only on success.
+
+    On an exception the temporary directory is removed and an existing ``out`` is left untouched.
+
+    Example::
+
+        >>> with publish_atomically("data/omniglot") as tmp:
+        ...     write_split(tmp, "train", columns)
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a catalog is shared (other users, cluster nodes)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_catalog_info(root: str | Path, info: dict[str, Any]) -> None:
@@ -137,8 +175,10 @@ def load_split(root: str, split: str, channels: int = 1, cache: bool = True) -> 
         blobs = pq.read_table(path, columns=["image"]).column("image").to_pylist()
         try:
             images = decode_images(blobs, channels)
-        except Exception as exc:  # PIL raises several types for corrupt bytes
+        except DataError as exc:
             raise DataError(f"cannot decode an image of split '{split}' in {root}: {exc}") from None
+        except ValueError as exc:  # np.stack: images of different sizes
+            raise DataError(f"images of split '{split}' in {root} differ in size: {exc}") from None
         if cached is not None:
             _write_cache(cached, images)
     return SplitData(images=images, labels=labels, class_names=class_names)

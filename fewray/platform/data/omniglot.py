@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from fewray.platform.data.catalog import encode_png, write_catalog_info, write_split
+from fewray.platform.data.catalog import encode_png, publish_atomically, write_catalog_info, write_split
 from fewray.platform.errors import DataError
 
 RELEASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{name}"
@@ -33,6 +33,7 @@ NUM_TRAINVAL_CHARACTERS = 1200
 NUM_VAL_CHARACTERS = 172
 ROTATIONS = (0, 90, 180, 270)
 _PNG = re.compile(r"^images_(background|evaluation)/([^/]+)/(character\d+)/([^/]+\.png)$")
+_CHARACTER_DIR = re.compile(r"^images_(background|evaluation)/([^/]+)/(character\d+)/")
 
 
 def download(source: Path) -> None:
@@ -57,6 +58,12 @@ def _characters(source: Path) -> dict[tuple[str, str, str], list[tuple[zipfile.Z
             m = _PNG.match(member)
             if m:
                 chars[(m.group(1), m.group(2), m.group(3))].append((zf, member))
+            elif d := _CHARACTER_DIR.match(member):
+                chars.setdefault((d.group(1), d.group(2), d.group(3)), [])  # a folder entry: must hold PNGs
+    empty = sorted(f"{a}/{c}" for (_, a, c), members in chars.items() if not members)
+    if empty:
+        raise DataError(f"empty class in the Omniglot release: {empty[0]} has no PNG images"
+                        + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""))
     return chars
 
 
@@ -80,12 +87,21 @@ def prepare_omniglot(source: str | Path, out: str | Path, image_size: int = 28, 
     Returns:
         The catalog info written to ``out/catalog.json`` (per-split class and image counts).
 
+    The catalog is written to a temporary directory beside ``out`` and moved into place only when
+    complete, so a failure never leaves a half-written catalog or damages an existing one.
+
     Raises:
-        DataError: a missing zip, a corrupt zip or image, or a release with too few characters.
+        DataError: a missing zip, a corrupt zip or image, an empty character folder, or a release with
+            too few characters.
     """
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise DataError(f"Omniglot source directory not found: {source}")
+    with publish_atomically(out) as tmp:
+        return _write_catalog(source, tmp, image_size, progress)
+
+
+def _write_catalog(source: Path, out: Path, image_size: int, progress) -> dict:
     chars = _characters(source)
     if len(chars) <= NUM_TRAINVAL_CHARACTERS:
         raise DataError(f"{source}: found {len(chars)} characters, the protocol needs more than {NUM_TRAINVAL_CHARACTERS}")

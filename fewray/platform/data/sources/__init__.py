@@ -1,0 +1,58 @@
+"""Dataset sources: official releases -> fewray's Parquet catalog (one small module per dataset).
+
+=================  =========================================================  ==========================
+name               release layout                                             class split
+=================  =========================================================  ==========================
+``mini_imagenet``  ``train.csv``/``val.csv``/``test.csv`` + ``images/``        Ravi & Larochelle (64/16/20)
+``tiered_imagenet`` ``{split}_images_png.pkl`` + ``{split}_labels.pkl``      Ren et al. (351/97/160)
+``cub``            ``CUB_200_2011/`` (images, images.txt, classes.txt, ...)   CloserLook (100/50/50)
+``cifar_fs``       ``cifar-100-python/`` + ``splits/bertinetto/*.txt``        Bertinetto et al. (64/16/20)
+``folder``         ``<class>/<images>``                                       a split file or seeded random
+``caltech101``     ``101_ObjectCategories/<class>/*.jpg``                      fewray's, seed 0 (60/15/25)
+=================  =========================================================  ==========================
+
+Every source writes ``train``/``val``/``test`` Parquet tables of ``image_size x image_size`` RGB images
+(``image`` encoded bytes, ``label`` 0..C-1 per split, ``class_name``) and ``catalog.json``, atomically;
+bad input is a :class:`~fewray.platform.errors.DataError` naming the file or class. Omniglot (grayscale,
+rotations as classes) lives in :mod:`fewray.platform.data.omniglot`.
+
+Example::
+
+    >>> from fewray.platform.data.sources import SOURCES
+    >>> SOURCES["caltech101"]("../shared/data/caltech101", "data/caltech101")  # doctest: +SKIP
+    >>> from fewray.platform.data.catalog import load_split
+    >>> load_split("data/caltech101", "test", channels=3).images.shape  # doctest: +SKIP
+    (..., 3, 84, 84)
+"""
+
+from fewray.platform.data.sources.caltech101 import prepare_caltech101
+from fewray.platform.data.sources.cifar_fs import prepare_cifar_fs
+from fewray.platform.data.sources.cub import prepare_cub
+from fewray.platform.data.sources.folder import prepare_folder
+from fewray.platform.data.sources.mini_imagenet import prepare_mini_imagenet
+from fewray.platform.data.sources.tiered_imagenet import prepare_tiered_imagenet
+
+#: dataset name -> ``prepare(source, out, image_size=..., ..., progress=None) -> catalog info``
+SOURCES = {
+    "mini_imagenet": prepare_mini_imagenet,
+    "tiered_imagenet": prepare_tiered_imagenet,
+    "cub": prepare_cub,
+    "cifar_fs": prepare_cifar_fs,
+    "folder": prepare_folder,
+    "caltech101": prepare_caltech101,
+}
+
+#: default output side per source (natural images 84, CIFAR-FS its native 32)
+DEFAULT_IMAGE_SIZE = {"mini_imagenet": 84, "tiered_imagenet": 84, "cub": 84, "cifar_fs": 32, "folder": 84,
+                      "caltech101": 84}
+
+__all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "SOURCES",
+    "prepare_caltech101",
+    "prepare_cifar_fs",
+    "prepare_cub",
+    "prepare_folder",
+    "prepare_mini_imagenet",
+    "prepare_tiered_imagenet",
+]
