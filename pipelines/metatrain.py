@@ -3,7 +3,7 @@
 Usage::
 
     python pipelines/metatrain.py --config configs/classification/protonet_conv4_omniglot.yaml \
-        [--set train.num_steps=1000 ...] [--output-dir runs/protonet] [--tracking-uri URI]
+        [--set train.num_steps=1000 ...] [--output-dir runs/protonet] [--tracking-uri URI] [--register-model NAME]
 
 Writes ``OUTPUT_DIR/train_result.json``; re-running with the same ``--output-dir`` resumes
 from the latest checkpoint.
@@ -26,15 +26,29 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a config key, e.g. train.num_steps=100 (repeatable)")
     p.add_argument("--output-dir", default=None, help="checkpoints and train_result.json (default runs/<name>)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--register-model", default=None, metavar="NAME",
+                   help="log the best checkpoint's model (mlflow.pytorch state dict) to the run and register it as "
+                        "a new version of NAME in the MLflow Model Registry (meta-test it as models:/NAME/VERSION)")
     args = p.parse_args(argv)
 
     from fewray.platform.config import load_config
     from fewray.platform.train import run_metatrain
 
     cfg = load_config(args.config, args.overrides)
+    if args.register_model is not None:
+        from fewray.platform.model_registry import check_model_name
+
+        check_model_name(args.register_model)  # before hours of training
     out = args.output_dir or f"runs/{cfg.name}"
     result = run_metatrain(cfg, out, args.tracking_uri)
-    print(json.dumps(result, indent=2))
+    if args.register_model is not None:
+        from fewray.platform.model_registry import register_checkpoint
+
+        registered = register_checkpoint(result["best_checkpoint"], args.register_model, result["mlflow_run_id"],
+                                         result["tracking_uri"])
+        print(json.dumps({**result, "registered_model": registered}, indent=2))
+    else:
+        print(json.dumps(result, indent=2))
     print(result["best_checkpoint"])
     return 0
 

@@ -1,61 +1,60 @@
-"""`ray job submit` of pipelines/metatest.py against a head started with `ray start --head` on 127.0.0.1."""
+"""The README's "On a Ray cluster" section, as written: cluster/local/start.sh (a head and a worker node on
+127.0.0.1 plus an MLflow server), `ray job submit` of pipelines/metatest.py logging to that server, stop.sh."""
 
 import json
 import os
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
-from conftest import PYTHON, REPO, free_port, which
+from conftest import PYTHON, REPO, free_port
 
 
 @pytest.mark.slow
-def test_ray_job_submit_metatest(trained, omniglot_catalog, tmp_path):
-    gcs, dash, agent, agent_grpc, metrics = (free_port() for _ in range(5))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{Path(PYTHON).parent}:{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen(
-        [which("ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--disable-usage-stats",
-         # another Ray (the test session's) may hold the default agent ports on this machine
-         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
-         f"--metrics-export-port={metrics}"],
-        env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
-    )
-    address = f"http://127.0.0.1:{dash}"
+def test_readme_cluster_section_with_local_scripts(trained, omniglot_catalog, tmp_path):
+    ports = {k: str(free_port()) for k in ("GCS_PORT", "DASHBOARD_PORT", "MLFLOW_PORT")}
+    # agent ports come in blocks of 4 (see start.sh); pick bases well apart from each other
+    ports["HEAD_AGENT_PORT"], ports["WORKER_AGENT_PORT"] = "52905", "52915"
+    state = tmp_path / "cluster"
+    env = {**os.environ, **ports, "VENV": str(Path(PYTHON).parent.parent), "FEWRAY_LOCAL_CLUSTER_DIR": str(state),
+           "PATH": f"{Path(PYTHON).parent}:{os.environ['PATH']}"}
+    for inherited in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):  # a user's fresh shell has neither
+        env.pop(inherited, None)
+    start = subprocess.run(["bash", str(REPO / "cluster" / "local" / "start.sh")], env=env, cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    pids = [int((state / f"{n}.pid").read_text()) for n in ("head", "worker", "mlflow") if (state / f"{n}.pid").exists()]
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=2).read()
-                break
-            except OSError:
-                assert head.poll() is None and time.time() < deadline, (tmp_path / "head.log").read_text()[-3000:]
-                time.sleep(1)
-        out = tmp_path / "result.json"
-        submit = [which("ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
-                  "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
-                  "python", "pipelines/metatest.py", "--config", "configs/classification/protonet_conv4_omniglot.yaml",
-                  "--checkpoint", trained["best_checkpoint"], "--set", f"data.root={omniglot_catalog}",
-                  "--num-tasks", "100", "--num-workers", "2", "--output", str(out),
-                  "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
-        while True:  # the dashboard answers before the head's job agent is up
-            proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400)
-            if "No available agent" not in proc.stderr or time.time() > deadline:
-                break
-            time.sleep(2)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert start.returncode == 0, start.stdout[-3000:] + start.stderr[-3000:]
+        exports = start.stdout.strip().splitlines()[-1]
+        assert exports.startswith("export ")
+        for kv in exports.split()[1:]:
+            k, v = kv.split("=", 1)
+            env[k] = v
+        assert env["RAY_ADDRESS"] == f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
+        out = tmp_path / "metatest_cluster.json"
+        # the README's command (paths of this test's checkpoint and catalog)
+        submit = subprocess.run(
+            ["ray", "job", "submit", "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
+             "python", "pipelines/metatest.py", "--config", "configs/classification/protonet_conv4_omniglot.yaml",
+             "--checkpoint", trained["best_checkpoint"], "--set", f"data.root={omniglot_catalog}",
+             "--num-tasks", "100", "--output", str(out)],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        assert "5-way 1-shot: accuracy" in submit.stdout
         result = json.loads(out.read_text())
         assert result["num_tasks"] == 100 and result["ways"] == 5 and result["shots"] == 1
         assert result["queries"] == 15 and result["seed"] == 0
         assert {"accuracy_mean", "accuracy_std", "ci95", "mlflow_run_id"} <= set(result)
-        assert "5-way 1-shot: accuracy" in proc.stdout
+        assert result["tracking_uri"] == env["MLFLOW_TRACKING_URI"]  # the job logged to the cluster's server
+
+        from mlflow.tracking import MlflowClient
+
+        run = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(result["mlflow_run_id"])
+        assert run.data.metrics["accuracy_mean"] == pytest.approx(result["accuracy_mean"])
     finally:
-        head.terminate()
-        try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            head.kill()
+        stop = subprocess.run(["bash", str(REPO / "cluster" / "local" / "stop.sh")], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+    assert stop.returncode == 0, stop.stderr
+    assert pids and not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]

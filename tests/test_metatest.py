@@ -38,3 +38,34 @@ def test_one_and_two_workers_give_identical_accuracy(trained, omniglot_catalog, 
     assert one.ci95 == two.ci95
     # a trained model is far above chance (20%) even after a few steps
     assert one.accuracy_mean > 50.0
+
+
+@pytest.mark.parametrize(
+    "model_cfg",
+    [
+        # fine-tune: a new linear head trained on each task's support features (150 SGD steps)
+        {"type": "Baseline", "backbone": {"type": "Conv4", "in_channels": 1},
+         "head": {"type": "LinearHead", "num_classes": 10, "in_channels": 64}, "finetune_steps": 60},
+        # MAML: per-task adaptation of backbone and head on the images (fast weights)
+        {"type": "MAML", "backbone": {"type": "Conv4", "in_channels": 1}, "num_inner_steps": 1, "inner_lr": 0.1,
+         "head": {"type": "LinearHead", "num_classes": 5, "in_channels": 64}},
+    ],
+    ids=["Baseline", "MAML"],
+)
+def test_finetune_and_maml_fan_out_with_worker_count_invariance(model_cfg, trained, omniglot_catalog, ray_local):
+    import torch
+
+    from fewray.algorithms import build_classifier
+
+    torch.manual_seed(0)
+    state = build_classifier(model_cfg).state_dict()  # a random head on the trained ProtoNet's Conv4
+    proto = load_checkpoint(trained["best_checkpoint"])["model"]
+    state.update({k: v for k, v in proto.items() if k.startswith("backbone.")})
+    common = dict(model_cfg=model_cfg, model_state=state, root=str(omniglot_catalog), split="val", channels=1,
+                  ways=5, shots=1, queries=5, num_tasks=24, seed=0, batch_size=1024)
+    one = run_metatest(**common, num_workers=1)
+    two = run_metatest(**common, num_workers=2)
+    assert sorted(one.task_accuracies) == list(range(24))
+    assert one.task_accuracies == two.task_accuracies
+    assert one.accuracy_mean == two.accuracy_mean and one.ci95 == two.ci95
+    assert one.accuracy_mean > 40.0  # adapting to the support set beats chance (20%) clearly

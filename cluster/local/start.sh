@@ -1,27 +1,62 @@
 #!/usr/bin/env bash
-# Start a local Ray "cluster" (a head and one worker node, both on 127.0.0.1) and an MLflow tracking server
-# the cluster logs to. Then: export RAY_ADDRESS=http://127.0.0.1:8265 MLFLOW_TRACKING_URI=http://127.0.0.1:5000
-# Stop everything with cluster/local/stop.sh.
+# Start an MLflow tracking server and a local Ray "cluster" (a head and one worker node, both on 127.0.0.1)
+# whose jobs log to it (the nodes inherit MLFLOW_TRACKING_URI), then print the exports to use it.
+# Stop exactly these processes with cluster/local/stop.sh (not `ray stop`, which stops every Ray on the machine).
+#
+# Settings (environment): VENV (default .venv), FEWRAY_LOCAL_CLUSTER_DIR (state and logs, default
+# runs/local_cluster), GCS_PORT 6380, DASHBOARD_PORT 8265, MLFLOW_PORT 5000, HEAD_CPUS 1, WORKER_CPUS 2,
+# and the per-node agent ports HEAD_AGENT_PORT 52365 (+1 grpc, +2 metrics, +3 runtime-env) and
+# WORKER_AGENT_PORT 52375 (same offsets): two nodes on one address must not share them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BIN=${VENV:-.venv}/bin
+BIN=$(cd "${VENV:-.venv}/bin" && pwd)
 STATE=${FEWRAY_LOCAL_CLUSTER_DIR:-runs/local_cluster}
 GCS_PORT=${GCS_PORT:-6380}
 DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
+HEAD_AGENT_PORT=${HEAD_AGENT_PORT:-52365}
+WORKER_AGENT_PORT=${WORKER_AGENT_PORT:-52375}
 export RAY_AUTH_MODE=disabled   # the same for `ray start` and `ray job submit` (see ../shared/STACK.md)
 mkdir -p "$STATE"
-"$BIN/ray" start --head --node-ip-address=127.0.0.1 --port="$GCS_PORT" --dashboard-host=127.0.0.1 \
-    --dashboard-port="$DASHBOARD_PORT" --num-cpus="${HEAD_CPUS:-1}" --disable-usage-stats
-"$BIN/ray" start --address="127.0.0.1:$GCS_PORT" --node-ip-address=127.0.0.1 --num-cpus="${WORKER_CPUS:-2}" \
-    --disable-usage-stats
-nohup "$BIN/mlflow" server --backend-store-uri "sqlite:///$PWD/$STATE/mlflow.db" \
-    --artifacts-destination "$PWD/$STATE/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" \
+STATE=$(cd "$STATE" && pwd)
+
+agent_ports() {  # --dashboard-agent-* / metrics / runtime-env ports from a base port
+    echo "--dashboard-agent-listen-port=$1 --dashboard-agent-grpc-port=$(($1 + 1))" \
+         "--metrics-export-port=$(($1 + 2)) --runtime-env-agent-port=$(($1 + 3))"
+}
+wait_http() {  # URL, what: poll until something answers (any HTTP status)
+    for _ in $(seq 120); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)
+        [ "$code" != "000" ] && return 0
+        sleep 1
+    done
+    echo "error: $2 did not come up (logs in $STATE)" >&2
+    exit 1
+}
+
+nohup "$BIN/mlflow" server --backend-store-uri "sqlite:///$STATE/mlflow.db" \
+    --artifacts-destination "$STATE/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" \
     > "$STATE/mlflow.log" 2>&1 &
 echo $! > "$STATE/mlflow.pid"
-for _ in $(seq 60); do
-    curl -sf "http://127.0.0.1:$MLFLOW_PORT/health" > /dev/null && break
-    sleep 1
-done
+wait_http "http://127.0.0.1:$MLFLOW_PORT/health" "the MLflow server"
+
+# jobs on this cluster log to that server by default: the nodes (and so every job driver) inherit it
+export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
+
+# --block keeps one process per node whose SIGTERM stops that node only (stop.sh uses the pid files)
+# shellcheck disable=SC2046
+nohup "$BIN/ray" start --head --block --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
+    --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" --num-cpus="${HEAD_CPUS:-1}" \
+    --disable-usage-stats $(agent_ports "$HEAD_AGENT_PORT") > "$STATE/head.log" 2>&1 &
+echo $! > "$STATE/head.pid"
+wait_http "http://127.0.0.1:$DASHBOARD_PORT/api/version" "the Ray head's dashboard"
+wait_http "http://127.0.0.1:$HEAD_AGENT_PORT/" "the Ray head's job agent"
+# shellcheck disable=SC2046
+nohup "$BIN/ray" start --block --address="127.0.0.1:$GCS_PORT" --node-ip-address=127.0.0.1 \
+    --num-cpus="${WORKER_CPUS:-2}" --disable-usage-stats $(agent_ports "$WORKER_AGENT_PORT") \
+    > "$STATE/worker.log" 2>&1 &
+echo $! > "$STATE/worker.pid"
+wait_http "http://127.0.0.1:$WORKER_AGENT_PORT/" "the Ray worker node"
+
 echo "Ray dashboard http://127.0.0.1:$DASHBOARD_PORT, MLflow http://127.0.0.1:$MLFLOW_PORT"
 echo "export RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT RAY_AUTH_MODE=disabled"

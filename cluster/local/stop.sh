@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Stop what cluster/local/start.sh started: the MLflow server and the local Ray nodes.
+# Stop what cluster/local/start.sh started (the MLflow server, the worker node, the head), and nothing else.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 STATE=${FEWRAY_LOCAL_CLUSTER_DIR:-runs/local_cluster}
-if [ -f "$STATE/mlflow.pid" ]; then
-    kill "$(cat "$STATE/mlflow.pid")" 2>/dev/null
-    rm -f "$STATE/mlflow.pid"
-fi
-RAY_AUTH_MODE=disabled "${VENV:-.venv}/bin/ray" stop
+for name in mlflow worker head; do
+    pidfile="$STATE/$name.pid"
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null
+    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -9 "$pid" 2>/dev/null
+    rm -f "$pidfile"
+done
+echo "stopped the local cluster of $STATE"

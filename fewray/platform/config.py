@@ -161,6 +161,101 @@ class TrackingConfig(_Strict):
     tracking_uri: str | None = None
 
 
+# Ray Tune search-space primitives accepted in ``tune.search_space`` and their argument counts.
+SEARCH_PRIMITIVES: dict[str, tuple[int, ...]] = {
+    "uniform": (2,), "quniform": (3,), "loguniform": (2,), "qloguniform": (3,),
+    "randint": (2,), "qrandint": (3,), "lograndint": (2,), "choice": (),
+}
+
+
+class AshaConfig(_Strict):
+    """Early stopping of bad trials (Ray Tune's ASHA), counted in meta-validations.
+
+    Attributes:
+        type: ``asha`` (stop trials below the top ``1/reduction_factor`` at each rung) or ``fifo`` (no stopping).
+        grace_period (int): meta-validations every trial gets before it can be stopped (>= 1).
+        reduction_factor (float): keep the top ``1/reduction_factor`` of trials at each rung (> 1).
+    """
+
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class TrialResources(_Strict):
+    """Resources of one trial (its Ray Train run); unset fields keep the ``train:`` values.
+
+    Attributes:
+        num_workers (int | None): Ray Train workers per trial; cpus_per_worker (int | None): CPUs each;
+        use_gpu (bool | None): one GPU per worker; torch_threads (int | None): torch threads per worker.
+    """
+
+    num_workers: int | None = Field(None, ge=1)
+    cpus_per_worker: int | None = Field(None, ge=1)
+    use_gpu: bool | None = None
+    torch_threads: int | None = Field(None, ge=1)
+
+
+class TuneSection(_Strict):
+    """A hyperparameter sweep with Ray Tune (``pipelines/tune.py``).
+
+    Attributes:
+        search_space (dict[str, dict]): dotted config key -> one Ray Tune primitive, e.g.
+            ``{"train.optimizer.lr": {"loguniform": [1e-4, 1e-2]}, "model.head.temperature": {"choice": [0.5, 1]}}``.
+            Primitives: uniform, quniform, loguniform, qloguniform, randint, qrandint, lograndint
+            (``[low, high]`` or ``[low, high, q]``) and choice (``[a, b, ...]``). Each key must be a valid config key
+            and every bound (every choice) a valid value for it.
+        metric: meta-validation metric reported by the training loop (``accuracy_mean``).
+        mode: ``max`` or ``min``.
+        num_samples (int): trials; max_concurrent_trials (int): trials running at once.
+        search_alg: ``optuna`` (Tune's OptunaSearch, TPE) or ``random``.
+        n_startup_trials (int): random trials before TPE models the results.
+        seed (int): seed of the search algorithm.
+        scheduler (AshaConfig): early stopping.
+        resources_per_trial (TrialResources): Ray Train workers and CPUs/GPUs of one trial.
+    """
+
+    search_space: dict[str, dict[str, Any]] = Field(min_length=1)
+    metric: Literal["accuracy_mean"] = "accuracy_mean"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(1, ge=1)
+    search_alg: Literal["optuna", "random"] = "optuna"
+    n_startup_trials: int = Field(3, ge=1)
+    seed: int = 0
+    scheduler: AshaConfig = Field(default_factory=AshaConfig)
+    resources_per_trial: TrialResources = Field(default_factory=TrialResources)
+
+    @model_validator(mode="after")
+    def _check_primitives(self) -> "TuneSection":
+        for key, spec in self.search_space.items():
+            where = f"tune.search_space.{key}"
+            if not isinstance(spec, dict) or len(spec) != 1:
+                raise ConfigError(f"{where}: expected one primitive like {{loguniform: [1.0e-4, 1.0e-2]}}, got {spec!r}")
+            (name, args), = spec.items()
+            if name not in SEARCH_PRIMITIVES:
+                raise ConfigError(f"{where}: unknown search-space primitive '{name}' "
+                                 f"(one of {', '.join(SEARCH_PRIMITIVES)})")
+            if not isinstance(args, list) or not args:
+                raise ConfigError(f"{where}: {name} expects a non-empty list, got {args!r}")
+            counts = SEARCH_PRIMITIVES[name]
+            if counts and len(args) not in counts:
+                raise ConfigError(f"{where}: {name} expects {counts[0]} values, got {len(args)}")
+            if name != "choice":
+                if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+                    raise ConfigError(f"{where}: {name} expects numbers, got {args!r}")
+                if args[0] >= args[1]:
+                    raise ConfigError(f"{where}: {name} needs low < high, got {args[0]} >= {args[1]}")
+                if "log" in name and args[0] <= 0:
+                    raise ConfigError(f"{where}: {name} needs low > 0, got {args[0]}")
+        return self
+
+    def sample_points(self) -> dict[str, list[Any]]:
+        """Values that every key can take (bounds, or every choice), used to validate the keys."""
+        return {k: list(args) if name == "choice" else list(args[:2])
+                for k, spec in self.search_space.items() for name, args in spec.items()}
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment: data, model, meta-training, meta-validation, meta-test, tracking."""
 
@@ -172,6 +267,7 @@ class ExperimentConfig(_Strict):
     val: EvalConfig = Field(default_factory=lambda: EvalConfig(split="val", num_tasks=500))
     test: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tune: TuneSection | None = None
 
     @model_validator(mode="after")
     def _check_model(self) -> "ExperimentConfig":
@@ -181,9 +277,31 @@ class ExperimentConfig(_Strict):
         build_classifier(self.model, validate_only=True)
         return self
 
+    @model_validator(mode="after")
+    def _check_search_space(self) -> "ExperimentConfig":
+        # Every searched key must be a config key, and every bound/choice a valid value for it.
+        if self.tune is None:
+            return self
+        base = self.model_dump(mode="json", exclude={"tune"})
+        for key, values in self.tune.sample_points().items():
+            if key.split(".")[0] in ("tune", "name"):
+                raise ConfigError(f"tune.search_space.{key}: cannot search over '{key.split('.')[0]}'")
+            for value in values:
+                trial = set_by_path(base, key, value)
+                try:
+                    ExperimentConfig.model_validate(trial)
+                except pydantic.ValidationError as exc:
+                    raise ConfigError(f"tune.search_space.{key} = {value!r}: {format_validation_error(exc)}") from None
+                except ConfigError as exc:
+                    raise ConfigError(f"tune.search_space.{key} = {value!r}: {exc}") from None
+        return self
+
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain Python types (YAML/JSON-serialisable)."""
-        return self.model_dump(mode="json")
+        """The config as plain Python types (YAML/JSON-serialisable); no ``tune`` key unless a sweep is set."""
+        d = self.model_dump(mode="json")
+        if d.get("tune") is None:
+            d.pop("tune", None)
+        return d
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -251,6 +369,26 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
         raise ConfigError(format_validation_error(exc)) from None
     cfg.data.root = str(Path(cfg.data.root).expanduser().resolve()) if "://" not in cfg.data.root else cfg.data.root
     return cfg
+
+
+def set_by_path(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``raw`` with the dotted ``key`` (e.g. ``train.optimizer.lr``) set to ``value``.
+
+    Raises:
+        ConfigError: when a part of the path is not a section (a mapping).
+    """
+    import copy
+
+    out = copy.deepcopy(raw)
+    node = out
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"config key '{'.'.join(parts[: i + 1])}' is not a section (in '{key}')")
+        node = nxt
+    node[parts[-1]] = value
+    return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,6 +9,8 @@ never a traceback.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import Callable
 
@@ -29,15 +31,40 @@ class CheckpointError(FewrayError):
     """A checkpoint does not exist, is unreadable, or does not fit the model."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Work stopped before its end because the user interrupted it (Ctrl-C, SIGTERM); a re-run resumes."""
+
+
+_terminated = False
+
+
+def _sigterm_to_sigint(signum, frame) -> None:
+    """SIGTERM handler: remember it, and stop the main thread the way Ctrl-C does.
+
+    Ray's blocking calls (``ray.get`` inside ``trainer.fit``) stop cleanly for SIGINT's
+    KeyboardInterrupt; an exception raised straight from a SIGTERM handler there can abort the process.
+    """
+    global _terminated
+    _terminated = True
+    # Python's own SIGINT handler, not one a library installed meanwhile (Ray Train's "graceful abort"
+    # handler returns from trainer.fit as if training had finished, or exits with status 1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def _user_error(exc: BaseException) -> FewrayError | None:
-    """Return the FewrayError behind ``exc`` (also when wrapped by a Ray task error), else None."""
-    seen = 0
-    while exc is not None and seen < 8:
+    """Return the innermost FewrayError behind ``exc`` (also when wrapped by Ray task errors), else None.
+
+    Ray re-raises a task's exception as a class deriving from both ``RayTaskError`` and the original
+    type, whose message carries the remote traceback; the original is at the end of the ``cause`` chain.
+    """
+    found, seen = None, 0
+    while exc is not None and seen < 16:
         if isinstance(exc, FewrayError):
-            return exc
+            found = exc
         exc = getattr(exc, "cause", None) or exc.__cause__
         seen += 1
-    return None
+    return found
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
@@ -45,15 +72,24 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
 
     A :class:`FewrayError` (raised directly or inside a Ray task) is printed as
     ``error: <message>`` on one line of stderr and exits with status 2.
-    ``KeyboardInterrupt`` exits with 130. Any other exception is a bug and keeps
-    its traceback.
+    ``KeyboardInterrupt`` exits with 130 and SIGTERM with 143, after the ``finally`` blocks and
+    context managers ran (Ray is shut down, the MLflow run is closed; a re-run resumes).
+    Any other exception is a bug and keeps its traceback.
     """
+    signal.signal(signal.SIGTERM, _sigterm_to_sigint)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job may inherit SIGINT ignored
     try:
         code = main(argv)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if _terminated:
+            print("error: terminated by SIGTERM (re-run the same command to resume)", file=sys.stderr)
+            sys.exit(143)
+        print(f"error: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
+        if _terminated:  # whatever a library raised while stopping for SIGTERM (e.g. Ray Train's abort)
+            print("error: terminated by SIGTERM (re-run the same command to resume)", file=sys.stderr)
+            sys.exit(143)
         err = _user_error(exc)
         if err is None:
             raise

@@ -3,7 +3,8 @@
 The flow (DESIGN.md, "frozen-backbone meta-test"):
 
 1. one Ray task loads the checkpoint and extracts the features of the whole split once
-   (mmfewshot's fast_test), on a GPU when the cluster has one;
+   (mmfewshot's fast_test), on a GPU when the cluster has one; for a classifier that adapts its
+   backbone per task (MAML: ``frozen_backbone_at_test = False``) it ships the decoded images instead;
 2. the features go through the object store to ``num_workers`` evaluation tasks
    (one per GPU, or per CPU slot when there is none), each taking a contiguous chunk of task ids;
 3. each task rebuilds its episodes from ``(seed, task_id)``, so the result does not depend on the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -99,24 +101,30 @@ def evaluate_tasks(
     seed: int,
     task_ids: list[int] | range,
     split: str = "",
-    block: int = 250,
+    block: int | None = None,
 ) -> dict[int, float]:
-    """Accuracy (percent) of each task id, on precomputed features of a frozen backbone.
+    """Accuracy (percent) of each task id, through the classifier's ``forward_tasks``.
 
-    Tasks go through the classifier's ``forward_tasks`` ``block`` at a time: one batched computation for
-    heads that have one (ProtoNet), the per-task support/query protocol otherwise.
+    Frozen-backbone classifiers (``frozen_backbone_at_test = True``: metric and fine-tune methods) get
+    precomputed features; the others (MAML, which adapts the backbone per task) get the images.
+    Tasks go ``block`` at a time: one batched computation for heads that have one (ProtoNet, fine-tune
+    heads), the per-task support/query protocol otherwise.
 
     Args:
         model: a classifier with ``before_meta_test`` and ``forward_tasks``.
-        feats: ``(M, D)`` features of the split; labels: ``(M,)`` classes of the split.
+        feats: ``(M, D)`` (or ``(M, C, h, w)``) features of the split, or its ``(M, C, H, W)`` uint8 images
+            when the model does not freeze its backbone; labels: ``(M,)`` classes of the split.
         ways, shots, queries, seed: the episode shape and seed; task_ids: which episodes.
-        block: tasks per batched computation (bounds memory: ``block * ways * (shots + queries) * D`` floats).
+        block: tasks per batched computation; default 250 on features, 8 on images (bounds memory).
 
     Returns:
         ``{task_id: accuracy_percent}``.
     """
     sampler = EpisodicSampler(labels, ways, shots, queries, seed, split)
     model.before_meta_test()
+    on_images = not getattr(model, "frozen_backbone_at_test", True)
+    block = block or (8 if on_images else 250)
+    device = next(model.parameters(), torch.empty(0)).device
     ids = [int(t) for t in task_ids]
     out: dict[int, float] = {}
     for s in range(0, len(ids), block):
@@ -125,7 +133,10 @@ def evaluate_tasks(
         query_idx = torch.from_numpy(np.stack([e.query_idx for e in eps]))
         support_label = torch.from_numpy(np.stack([e.support_label for e in eps]))
         query_label = torch.from_numpy(np.stack([e.query_label for e in eps]))
-        scores = model.forward_tasks(feats[support_idx], support_label, feats[query_idx], ways)
+        support, query = feats[support_idx], feats[query_idx]
+        if on_images:  # uint8 (T, M, C, H, W) -> float in [0, 1]
+            support, query = support.float().div_(255.0), query.float().div_(255.0)
+        scores = model.forward_tasks(support.to(device), support_label.to(device), query.to(device), ways).cpu()
         accs = (scores.argmax(-1) == query_label).double().mean(1).mul(100.0)
         out.update(zip((e.episode_id for e in eps), accs.tolist()))
     return out
@@ -139,19 +150,38 @@ def _build(model_cfg: dict, state: dict) -> torch.nn.Module:
 
 
 def _extract(model_cfg: dict, state: dict, root: str, split: str, channels: int, batch_size: int, threads: int):
+    """Features of the split (one backbone pass), or its images for a model that adapts its backbone."""
     torch.set_num_threads(max(1, threads))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _build(model_cfg, state).to(device)
     data = load_split(root, split, channels)
+    if not getattr(model, "frozen_backbone_at_test", True):
+        return np.ascontiguousarray(data.images), data.labels
     return extract_features(model, data.images, batch_size, device).numpy(), data.labels
 
 
 def _evaluate_chunk(model_cfg: dict, state: dict, feats: np.ndarray, labels: np.ndarray, episode: dict, task_ids):
-    model = _build(model_cfg, state)
+    model = _build(model_cfg, state).to("cuda" if torch.cuda.is_available() else "cpu")
     with warnings.catch_warnings():  # zero-copy view of the object store's read-only array; never written
         warnings.simplefilter("ignore", UserWarning)
         feats_t = torch.from_numpy(feats)
     return evaluate_tasks(model, feats_t, labels, task_ids=task_ids, **episode)
+
+
+def _warm_up() -> int:
+    """A no-op Ray task: the worker that runs it imports this module (torch, fewray) and stays warm."""
+    return os.getpid()
+
+
+def _discard(refs) -> None:
+    """Cancel Ray tasks we no longer wait for, and retrieve their errors so Ray does not log them."""
+    for ref in refs:
+        ray.cancel(ref)
+    for ref in refs:
+        try:
+            ray.get(ref, timeout=30)
+        except Exception:  # noqa: BLE001 - cancelled or failed the same way as the error being raised
+            pass
 
 
 def chunks(n: int, k: int) -> list[range]:
@@ -175,6 +205,7 @@ def run_metatest(
     num_workers: int | None = None,
     batch_size: int = 512,
     on_progress: Callable[[int], None] | None = None,
+    prewarm: bool = True,
 ) -> MetaTestResult:
     """Meta-test a frozen-backbone classifier on ``num_tasks`` episodes of ``split`` with Ray tasks.
 
@@ -185,6 +216,9 @@ def run_metatest(
         num_workers: evaluation Ray tasks; default one per GPU, else one per CPU slot of the cluster.
         batch_size: images per backbone pass of the feature extraction.
         on_progress: called with the number of tasks finished each time a Ray task completes.
+        prewarm: while the features are extracted, start ``num_workers`` zero-CPU no-op tasks so that
+            the evaluation tasks find worker processes that have already imported torch and fewray
+            (saves the 2-3 s import of a cold worker on the critical path).
 
     Raises:
         DataError: missing split, ways > classes, or shots + queries > images of a class
@@ -197,6 +231,7 @@ def run_metatest(
     extract_opts = {"num_gpus": 1} if gpus else {"num_cpus": largest_node_cpus()}
     threads = 1 if gpus else largest_node_cpus()
     state_ref = ray.put({k: v.cpu() for k, v in model_state.items()})
+    warm = [ray.remote(_warm_up).options(num_cpus=0).remote() for _ in range(num_workers if prewarm else 0)]
     feats_ref, labels_ref = (
         ray.remote(_extract)
         .options(num_returns=2, max_retries=3, **extract_opts)
@@ -210,13 +245,18 @@ def run_metatest(
         remote_eval.remote(model_cfg, state_ref, feats_ref, labels_ref, episode, ids): len(ids) for ids in task_chunks
     }
     accs: dict[int, float] = {}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            accs.update(ray.get(ref))
-            n = pending.pop(ref)
-            if on_progress:
-                on_progress(n)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                accs.update(ray.get(ref))
+                n = pending.pop(ref)
+                if on_progress:
+                    on_progress(n)
+    except BaseException:
+        _discard(pending)  # a bad input fails every chunk alike: report it once, not as "unhandled" errors
+        raise
+    ray.wait(warm, num_returns=len(warm), timeout=0)  # long done; never blocks
     mean, std, ci95 = aggregate(accs)
     return MetaTestResult(
         accuracy_mean=mean,
@@ -245,6 +285,31 @@ def _checkpoint_path(path: str | Path) -> Path:
     return p
 
 
+def _load_for_test(cfg: "ExperimentConfig", checkpoint: str | Path, tracking_uri: str | None):
+    """``(label, state, uri)``: a checkpoint path, a ``train_result.json`` or a ``models:/NAME/VERSION`` URI,
+    loaded with ``weights_only=True`` and checked against ``cfg.model``; ``uri`` is the tracking URI when the
+    registry had to be read (else None).
+
+    Raises:
+        CheckpointError: missing/unreadable checkpoint, unknown registered model or version, or weights that
+            do not fit the model.
+    """
+    from fewray.platform.model_registry import is_model_uri, load_registered_checkpoint
+    from fewray.platform.tracking import setup_tracking
+
+    uri = None
+    if is_model_uri(checkpoint):
+        uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
+        state, _ = load_registered_checkpoint(str(checkpoint), tracking_uri=uri)
+        label = str(checkpoint)
+    else:
+        path = _checkpoint_path(checkpoint)
+        state = load_checkpoint(path)
+        label = str(path)
+    load_model_state(build_classifier(cfg.model.model_dump()), state, label)
+    return label, state, uri
+
+
 def meta_test_checkpoint(
     cfg: "ExperimentConfig",
     checkpoint: str | Path,
@@ -257,13 +322,22 @@ def meta_test_checkpoint(
     Logs params (flattened config, checkpoint path), metrics (``accuracy_mean``, ``accuracy_std``,
     ``ci95``, ``seconds``), the config, the per-task CSV and a task-accuracy histogram.
 
+    Args:
+        cfg: the experiment config (``test:`` gives the episodes, ``model:`` the architecture).
+        checkpoint: ``checkpoint.pt``, a checkpoint directory, a ``train_result.json`` or a registered model
+            ``models:/NAME/VERSION`` (also ``models:/NAME/latest``, ``models:/NAME@ALIAS``).
+        num_workers: evaluation Ray tasks (default: one per GPU, else per CPU).
+        tracking_uri: MLflow tracking URI (default ``cfg.tracking.tracking_uri``, ``MLFLOW_TRACKING_URI``, ./mlflow.db).
+        progress: show a tqdm bar (tasks done of total, rate, ETA) - pass ``sys.stderr.isatty()``.
+
     Returns:
         The result JSON: :meth:`MetaTestResult.summary` plus ``line``, ``checkpoint``,
         ``mlflow_run_id`` and ``tracking_uri``.
 
     Raises:
-        CheckpointError: missing, unreadable or mismatched checkpoint; DataError: bad data or episode
-        shape; TrackingError: unreachable tracking server. All before any Ray task starts.
+        CheckpointError: missing, unreadable or mismatched checkpoint, unknown registered model or version;
+        DataError: bad data or episode shape; TrackingError: unreachable tracking server.
+        All before any Ray task starts.
     """
     import mlflow
     import yaml
@@ -273,10 +347,8 @@ def meta_test_checkpoint(
     from fewray.platform.plots import plot_accuracy_histogram
     from fewray.platform.tracking import log_dict_params, setup_tracking
 
-    path = _checkpoint_path(checkpoint)
-    state = load_checkpoint(path)
+    path, state, _ = _load_for_test(cfg, checkpoint, tracking_uri)
     model_cfg = cfg.model.model_dump()
-    load_model_state(build_classifier(model_cfg), state, path)
     t = cfg.test
     EpisodicSampler(read_labels(cfg.data.root, t.split), t.ways, t.shots, t.queries, t.seed, t.split)
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
@@ -301,5 +373,88 @@ def meta_test_checkpoint(
             mlflow.log_artifact(str(png), "plots")
         out = {**res.summary(), "line": res.line(), "checkpoint": str(path),
                "mlflow_run_id": run.info.run_id, "tracking_uri": uri}
+        mlflow.log_dict(out, "result.json")
+    return out
+
+
+def meta_test_shots(
+    cfg: "ExperimentConfig",
+    checkpoint: str | Path,
+    shots: list[int],
+    num_workers: int | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Meta-test ``checkpoint`` at several shot counts (``cfg.test`` gives the rest) in one MLflow run.
+
+    Each shot count is a full :func:`run_metatest` (same ways, queries, tasks and seed). The run holds
+    ``accuracy_mean_<K>shot``, ``accuracy_std_<K>shot``, ``ci95_<K>shot`` and ``accuracy_mean`` / ``ci95`` with
+    step = K (a curve over shots in the MLflow UI), ``tasks/task_accuracies_<K>shot.csv``,
+    ``plots/task_accuracy_hist_<K>shot.png``, ``plots/accuracy_vs_shots.png`` (mean with 95% CI error bars)
+    and ``result.json``.
+
+    Args:
+        cfg, checkpoint, num_workers, tracking_uri, progress: as :func:`meta_test_checkpoint`.
+        shots: shot counts K, e.g. ``[1, 5, 10]`` (duplicates are dropped, order kept).
+
+    Returns:
+        ``{"results": [summary + "line" per K], "lines", "shots", "ways", "queries", "num_tasks", "seed", "split",
+        "checkpoint", "mlflow_run_id", "tracking_uri"}``.
+
+    Raises:
+        ConfigError: empty ``shots``; CheckpointError, DataError (checked for every K before any task),
+        TrackingError: as :func:`meta_test_checkpoint`.
+    """
+    import mlflow
+    import yaml
+    from tqdm import tqdm
+
+    from fewray.platform.config import flatten
+    from fewray.platform.errors import ConfigError
+    from fewray.platform.plots import plot_accuracy_histogram, plot_accuracy_vs_shots
+    from fewray.platform.tracking import log_dict_params, setup_tracking
+
+    shots = list(dict.fromkeys(int(k) for k in shots))
+    if not shots or min(shots) < 1:
+        raise ConfigError(f"--shots needs one or more positive integers, got {shots}")
+    label, state, _ = _load_for_test(cfg, checkpoint, tracking_uri)
+    model_cfg = cfg.model.model_dump()
+    t = cfg.test
+    labels = read_labels(cfg.data.root, t.split)
+    for k in shots:
+        EpisodicSampler(labels, t.ways, k, t.queries, t.seed, t.split)
+    uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
+    init_ray()
+    cfg_dict = cfg.to_dict()
+    results: list[dict[str, Any]] = []
+    name = "-".join(str(k) for k in shots)
+    with mlflow.start_run(run_name=f"{cfg.name}-metatest-{t.ways}w{name}s") as run:
+        mlflow.set_tag("fewray.kind", "metatest-shots")
+        log_dict_params({**flatten(cfg_dict), "checkpoint": label, "shots": ",".join(map(str, shots))})
+        mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
+        with tqdm(total=t.num_tasks * len(shots), unit="task", desc="meta-test", disable=not progress) as bar, \
+                tempfile.TemporaryDirectory() as d:
+            for k in shots:
+                bar.set_postfix_str(f"{k}-shot")
+                res = run_metatest(
+                    model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels,
+                    t.ways, k, t.queries, t.num_tasks, t.seed, num_workers, t.batch_size, on_progress=bar.update,
+                )
+                mlflow.log_metrics({f"accuracy_mean_{k}shot": res.accuracy_mean,
+                                    f"accuracy_std_{k}shot": res.accuracy_std, f"ci95_{k}shot": res.ci95,
+                                    f"seconds_{k}shot": res.seconds})
+                mlflow.log_metrics({"accuracy_mean": res.accuracy_mean, "ci95": res.ci95}, step=k)
+                ids = sorted(res.task_accuracies)
+                csv = "task_id,accuracy\n" + "".join(f"{i},{res.task_accuracies[i]:.4f}\n" for i in ids)
+                mlflow.log_text(csv, f"tasks/task_accuracies_{k}shot.csv")
+                png = plot_accuracy_histogram([res.task_accuracies[i] for i in ids], res.line(),
+                                              Path(d) / f"task_accuracy_hist_{k}shot.png")
+                mlflow.log_artifact(str(png), "plots")
+                results.append({**res.summary(), "line": res.line()})
+            png = plot_accuracy_vs_shots(results, Path(d) / "accuracy_vs_shots.png")
+            mlflow.log_artifact(str(png), "plots")
+        out = {"results": results, "lines": [r["line"] for r in results], "shots": shots, "ways": t.ways,
+               "queries": t.queries, "num_tasks": t.num_tasks, "seed": t.seed, "split": t.split,
+               "checkpoint": label, "mlflow_run_id": run.info.run_id, "tracking_uri": uri}
         mlflow.log_dict(out, "result.json")
     return out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 import ray
 
@@ -15,6 +17,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     stale head recorded in ``/tmp/ray`` would make ``ray.init()`` wait forever. Use
     ``RAY_ADDRESS=auto`` to join a head started by hand.
 
+    A SIGTERM handler installed before (by :func:`fewray.platform.errors.run_cli`) is kept.
+
     ``RAY_AUTH_MODE`` defaults to ``disabled`` so that a local head started later with
     ``ray start`` and ``ray job submit`` agree (see ../shared/STACK.md).
     """
@@ -24,7 +28,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs = {"num_cpus": num_cpus} if num_cpus and address == "local" else {}
+    before = signal.getsignal(signal.SIGTERM)
     ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
+    # ray.init replaces the driver's SIGTERM handler with a plain exit; keep a handler the caller installed
+    # (the pipelines' run_cli turns SIGTERM into a clean stop, exit 143, that a re-run resumes from)
+    if callable(before) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, before)
 
 
 def cluster_slots() -> tuple[int, int]:

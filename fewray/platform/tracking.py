@@ -6,10 +6,13 @@ Default store: ``sqlite:///<cwd>/mlflow.db`` (embedded, no server). ``--tracking
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
 import time
 import urllib.request
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -55,37 +58,152 @@ def setup_tracking(uri: str | None, experiment: str) -> str:
 
 
 class MetricLogger:
-    """Buffered metric logging to one MLflow run from any process (e.g. a Ray Train worker).
+    """Metric logging to one MLflow run from a training worker that a tracking outage never stalls.
 
-    Metrics are buffered and sent with ``log_batch`` on :meth:`flush`; if the server is
-    unreachable the batch stays buffered (a warning is logged) and is retried on the next flush,
-    so a short tracking outage loses nothing.
+    :meth:`log` only appends to a buffer; a background thread sends the buffer with ``log_batch``
+    every ``interval`` seconds (or at once after :meth:`flush`). Before sending to an ``http(s)://``
+    server it probes ``/health`` (2 s timeout), so a stopped server costs the thread two seconds, not
+    MLflow's minutes of retries. While the server is unreachable the metrics stay buffered and one
+    warning is logged (``MLflow tracking server ... unreachable``); when it answers again the whole
+    backlog is sent, so nothing of that window is lost. :meth:`close` sends what is left, waiting up to
+    ``timeout`` seconds, and writes anything still unsent to ``spool_path`` (JSON lines) for
+    :func:`replay_spool`.
 
     Args:
         tracking_uri (str): MLflow tracking URI; run_id (str): the run to log to.
+        interval (float): seconds between background sends. Default 2.0.
+        spool_path (str | Path | None): where :meth:`close` writes unsent metrics. Default None (they are
+            reported in the warning and dropped).
     """
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, interval: float = 2.0, spool_path: str | Path | None = None) -> None:
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
+        self.uri = tracking_uri
+        self.interval = interval
+        self.spool_path = Path(spool_path) if spool_path else None
         self._buffer: list[Metric] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._outage = False
+        self._thread = threading.Thread(target=self._run, name="fewray-metric-logger", daemon=True)
+        self._thread.start()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        """Buffer ``metrics`` at ``step`` (timestamps taken now)."""
+        """Buffer ``metrics`` at ``step`` (timestamps taken now); never blocks on the network."""
         ts = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), ts, int(step)) for k, v in metrics.items())
+        with self._lock:
+            self._buffer.extend(Metric(k, float(v), ts, int(step)) for k, v in metrics.items())
 
-    def flush(self) -> bool:
-        """Send the buffer; returns False (and keeps it) when the tracking server fails."""
-        while self._buffer:
-            batch = self._buffer[:1000]
-            try:
-                self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
-            except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
-                log.warning("MLflow logging failed, %d metrics kept for retry: %s", len(self._buffer), exc)
-                return False
-            del self._buffer[: len(batch)]
-        return True
+    def flush(self) -> None:
+        """Ask the background thread to send now (returns at once)."""
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Number of metrics not yet sent."""
+        with self._lock:
+            return len(self._buffer)
+
+    def _reachable(self) -> bool:
+        if not self.uri.startswith(("http://", "https://")):
+            return True
+        try:
+            urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=2).read()
+            return True
+        except Exception:  # noqa: BLE001 - refused, timeout, DNS, HTTP error: all mean "not now"
+            return False
+
+    def _send(self) -> bool:
+        """Send the buffer; True when it is empty afterwards."""
+        with self._lock:
+            todo = list(self._buffer)
+        if not todo:
+            return True
+        if not self._reachable():
+            self._warn_outage(f"unreachable, {len(todo)} metrics kept for retry")
+            return False
+        sent = 0
+        try:
+            for s in range(0, len(todo), 1000):
+                self.client.log_batch(self.run_id, metrics=todo[s : s + 1000], synchronous=True)
+                sent += len(todo[s : s + 1000])
+        except Exception as exc:  # noqa: BLE001 - a tracking failure must not stop training
+            self._warn_outage(f"failed ({' '.join(str(exc).split())[:200]}), metrics kept for retry")
+            return False
+        finally:
+            with self._lock:
+                del self._buffer[:sent]
+        if self._outage:
+            log.warning("MLflow tracking server %s is back; sent %d buffered metrics", self.uri, sent)
+            self._outage = False
+        return self.pending == 0
+
+    def _warn_outage(self, what: str) -> None:
+        if not self._outage:
+            log.warning("MLflow tracking server %s %s", self.uri, what)
+        self._outage = True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self._send()
+
+    def close(self, timeout: float = 120.0) -> bool:
+        """Stop the thread and send what is left, retrying for up to ``timeout`` seconds.
+
+        Returns:
+            True when every metric reached the server; otherwise the rest is written to ``spool_path``
+            (if set) and a warning names the file.
+        """
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        deadline = time.monotonic() + timeout
+        while not self._send() and time.monotonic() < deadline:
+            time.sleep(min(self.interval, max(0.0, deadline - time.monotonic())))
+        with self._lock:
+            left = list(self._buffer)
+        if not left:
+            return True
+        if self.spool_path is not None:
+            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.spool_path.open("a") as f:
+                for m in left:
+                    f.write(json.dumps({"run_id": self.run_id, "key": m.key, "value": m.value,
+                                        "timestamp": m.timestamp, "step": m.step}) + "\n")
+            log.warning("MLflow unreachable at the end of training: %d metrics spooled to %s", len(left), self.spool_path)
+        else:
+            log.warning("MLflow unreachable at the end of training: %d metrics not logged", len(left))
+        return False
+
+
+def replay_spool(tracking_uri: str, spool_path: str | Path) -> int:
+    """Send the metrics a :class:`MetricLogger` spooled to ``spool_path`` and delete the file.
+
+    Returns:
+        The number of metrics sent (0 when there is no spool file).
+
+    Raises:
+        MlflowException: when the tracking server still cannot take them (the file is kept).
+    """
+    path = Path(spool_path)
+    if not path.is_file():
+        return 0
+    client = MlflowClient(tracking_uri)
+    by_run: dict[str, list[Metric]] = defaultdict(list)
+    for line in path.read_text().splitlines():
+        if line.strip():
+            d = json.loads(line)
+            by_run[d["run_id"]].append(Metric(d["key"], d["value"], d["timestamp"], d["step"]))
+    for run_id, metrics in by_run.items():
+        for s in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[s : s + 1000], synchronous=True)
+    path.unlink()
+    return sum(map(len, by_run.values()))
 
 
 def metric_history(client: MlflowClient, run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
@@ -101,3 +219,43 @@ def metric_history(client: MlflowClient, run_id: str, keys: list[str]) -> dict[s
 def log_dict_params(params: dict[str, Any]) -> None:
     """Log flattened params to the active run (values as strings, long ones cut to MLflow's limit)."""
     mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+
+
+# --- Sweeps: nested runs driven through MlflowClient (usable from Ray actors and the driver alike) ---
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def start_child_run(tracking_uri: str, parent_run_id: str, run_name: str, tags: dict[str, str] | None = None) -> str:
+    """Create a run nested under ``parent_run_id`` (same experiment) and return its id; it stays RUNNING.
+
+    MLflow's UI shows runs tagged ``mlflow.parentRunId`` as children of that run.
+
+    Raises:
+        TrackingError: when the parent run does not exist or the store does not answer.
+    """
+    client = MlflowClient(tracking_uri)
+    try:
+        parent = client.get_run(parent_run_id)
+        run = client.create_run(parent.info.experiment_id, run_name=run_name,
+                                tags={PARENT_TAG: parent_run_id, **(tags or {})})
+    except Exception as exc:  # noqa: BLE001 - MlflowException, connection errors
+        raise TrackingError(f"cannot create a child run of {parent_run_id} at {tracking_uri}: {exc}") from None
+    return run.info.run_id
+
+
+def log_params_to(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Log ``params`` (values as strings, cut to MLflow's limit) to ``run_id``, 100 per request."""
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
+
+
+def child_runs(client: MlflowClient, parent_run_id: str) -> list:
+    """Runs nested under ``parent_run_id`` (``mlflow.entities.Run``), oldest first."""
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=10000, order_by=["attributes.start_time ASC"])
+    return list(runs)

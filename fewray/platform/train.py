@@ -34,16 +34,17 @@ from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
 from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.data.streaming import episode_dataset
-from fewray.platform.errors import CheckpointError
+from fewray.platform.errors import CheckpointError, Interrupted
 from fewray.platform.features import channels_last, extract_features, to_float
 from fewray.platform.metatest import aggregate, evaluate_tasks
 from fewray.platform.plots import plot_training_curves
 from fewray.platform.runtime import init_ray
-from fewray.platform.tracking import MetricLogger, log_dict_params, metric_history, setup_tracking
+from fewray.platform.tracking import MetricLogger, log_dict_params, metric_history, replay_spool, setup_tracking
 
 log = logging.getLogger(__name__)
 RUN_NAME = "metatrain"
 METRICS_FILE = "metrics.json"
+SPOOL_FILE = "unsent_metrics.jsonl"
 _CKPT_DIR = re.compile(r"^checkpoint_(\d+)$")
 
 
@@ -86,7 +87,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
 
     Args:
         loop_cfg: ``{"config": dict, "tracking_uri": str | None, "run_id": str | None, "start_step": int,
-            "resume_from": checkpoint directory of an earlier run or None}``.
+            "resume_from": checkpoint directory of an earlier run or None,
+            "spool_path": where rank 0 writes metrics MLflow could not take by the end, or None}``;
+            optional ``placement_group_file``: rank 0 writes the hex id of the workers' placement group there
+            (sweep trials, see :func:`fewray.platform.tune.release_trial_resources`).
     """
     cfg = config_from_dict(loop_cfg["config"])
     tc = cfg.train
@@ -101,6 +105,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     step = 0
     # Ray's checkpoint after a worker restart; else the latest one of an earlier run in the output dir.
     checkpoint = ray.train.get_checkpoint()
+    restored = checkpoint is not None
     if checkpoint is None and loop_cfg.get("resume_from"):
         checkpoint = ray.train.Checkpoint.from_directory(loop_cfg["resume_from"])
     if checkpoint:
@@ -113,8 +118,19 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
 
+    if rank == 0 and loop_cfg.get("placement_group_file"):
+        # A sweep trial stopped by Tune dies with its Train controller; the driver removes the workers'
+        # placement group by this id (Ray Train's own cleaner needs the state API, i.e. a dashboard).
+        pg = ray.util.get_current_placement_group()
+        if pg is not None:
+            Path(loop_cfg["placement_group_file"]).write_text(pg.id.hex())
     validator = MetaValidator(cfg) if rank == 0 else None
-    logger = MetricLogger(loop_cfg["tracking_uri"], loop_cfg["run_id"]) if rank == 0 and loop_cfg.get("run_id") else None
+    logger = None
+    if rank == 0 and loop_cfg.get("run_id"):
+        logger = MetricLogger(loop_cfg["tracking_uri"], loop_cfg["run_id"], spool_path=loop_cfg.get("spool_path"))
+        if restored:  # a worker restart (FailureConfig): record where training picked up again
+            logger.log({"restored_from_step": step}, step)
+            log.warning("Ray Train worker restarted: resuming from the checkpoint of step %d", step)
     # A restarted worker sees its shard from the start: skip what was trained before the restart.
     skip = step - int(loop_cfg["start_step"])
     sums = {"loss": 0.0, "accuracy": 0.0}
@@ -184,7 +200,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         if step >= tc.num_steps:
             break
     if logger:
-        logger.flush()
+        logger.close()
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
@@ -200,9 +216,19 @@ def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(output_dir: str | Path) -> tuple[Path | None, int]:
-    """The newest checkpoint directory of a training output dir and its step (or ``(None, 0)``)."""
-    found = list_checkpoints(output_dir)
-    return (found[-1][1], found[-1][0]) if found else (None, 0)
+    """The newest readable checkpoint directory of a training output dir and its step (or ``(None, 0)``).
+
+    A checkpoint cut short (the process copying it was killed) is skipped with a warning, so a resume
+    starts from the newest complete one.
+    """
+    for step, directory in reversed(list_checkpoints(output_dir)):
+        try:
+            load_checkpoint(directory)
+        except CheckpointError as exc:
+            log.warning("skipping an unreadable checkpoint: %s", exc)
+            continue
+        return directory, step
+    return None, 0
 
 
 def checkpoint_metrics(directory: Path) -> dict[str, float]:
@@ -233,9 +259,18 @@ def check_training_data(cfg: ExperimentConfig) -> None:
     EpisodicSampler(read_labels(cfg.data.root, v.split), v.ways, v.shots, v.queries, v.seed, v.split)
 
 
-def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_id: str, start_step: int,
-         latest: Path | None) -> None:
-    """Build the episode stream and the TorchTrainer, and fit from ``start_step``."""
+def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_id: str | None, start_step: int,
+         latest: Path | None, callbacks: list | None = None, extra_loop_cfg: dict | None = None) -> None:
+    """Build the episode stream and the TorchTrainer, and fit from ``start_step``.
+
+    Args:
+        cfg, cfg_dict: the validated config and its plain-dict form (sent to the workers).
+        output_dir: Ray Train storage; checkpoints go to ``output_dir/metatrain/checkpoint_<step>``.
+        uri, run_id: MLflow tracking URI and the run rank 0 logs metrics to (None: no metric logging).
+        start_step, latest: resume point and the checkpoint directory to resume from (or None).
+        callbacks: extra Ray Train ``UserCallback`` objects, e.g. Tune's ``TuneReportCallback`` in a sweep trial.
+        extra_loop_cfg: more keys for :func:`train_loop_per_worker` (e.g. ``placement_group_file``).
+    """
     tc = cfg.train
     world = tc.num_workers
     dataset = episode_dataset(
@@ -245,7 +280,8 @@ def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg_dict, "tracking_uri": uri, "run_id": run_id, "start_step": start_step,
-                           "resume_from": str(latest) if latest else None},
+                           "resume_from": str(latest) if latest else None,
+                           "spool_path": str(output_dir / SPOOL_FILE), **(extra_loop_cfg or {})},
         scaling_config=ScalingConfig(num_workers=world, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}),
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
         run_config=RunConfig(
@@ -257,6 +293,7 @@ def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_
                 checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=tc.max_failures),
+            callbacks=list(callbacks or []),
         ),
         datasets={"train": dataset},
     )
@@ -300,6 +337,10 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
             mlflow.set_tag("fewray.resumed_from_step", str(start_step))
         if start_step < tc.num_steps:
             _fit(cfg, cfg_dict, output_dir, uri, run.info.run_id, start_step, latest)
+        replay_spool(uri, output_dir / SPOOL_FILE)  # metrics a worker could not send before it finished
+        _, reached = latest_checkpoint(output_dir)
+        if reached < tc.num_steps:  # Ray Train aborts gracefully on SIGINT (and fewray's SIGTERM) and returns
+            raise Interrupted(f"training stopped at step {reached} of {tc.num_steps}; re-run to resume")
         seconds = time.perf_counter() - t0
         best_dir, best = best_checkpoint(output_dir)
         newest_dir, _ = latest_checkpoint(output_dir)
