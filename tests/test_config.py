@@ -32,6 +32,7 @@ def test_overrides_are_typed():
         ("model.backbone.in_channels=grey", "config key 'model.backbone.in_channels'"),
         ("model.type=NoSuchNet", "unknown classifier type 'NoSuchNet'"),
         ("bogus=1", "unknown config key 'bogus'"),
+        ("model.inner_lr=0.1", "unknown config key 'model.inner_lr'"),  # ProtoNet has no inner loop
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -48,3 +49,11 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("train:\n  ways: [1, 2\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+
+
+def test_classifier_keyword_arguments_are_config_keys():
+    cfg = load_config(CONFIG, ["model.type=MAML", "model.head={type: LinearHead, num_classes: 5}",
+                               "model.inner_lr=0.1", "model.first_order=true"])
+    assert cfg.model.model_dump()["inner_lr"] == 0.1 and cfg.model.model_dump()["first_order"] is True
+    with pytest.raises(ConfigError, match="config key 'model.inner_lr'"):
+        load_config(CONFIG, ["model.type=MAML", "model.head={type: LinearHead}", "model.inner_lr=fast"])

@@ -69,7 +69,11 @@ class ModelConfig(_Strict):
         type (str): classifier class, e.g. ``ProtoNet``.
         backbone (dict): ``{type: Conv4, ...}`` keyword arguments of the backbone.
         head (dict): ``{type: PrototypeHead, ...}`` keyword arguments of the head.
+        any other key: a keyword argument of the classifier (e.g. MAML's ``inner_lr``, Baseline's
+            ``finetune_steps``), checked against its constructor: an unknown one is an error naming it.
     """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     type: str = "ProtoNet"
     backbone: dict[str, Any] = Field(default_factory=lambda: {"type": "Conv4"})
