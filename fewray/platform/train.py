@@ -104,13 +104,20 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     optimizer, scheduler = make_optimizer(model, cfg)
     step = 0
     # Ray's checkpoint after a worker restart; else the latest one of an earlier run in the output dir.
+    # Ray's checkpoint counts only if it is newer than where this fit's episode stream starts: after a
+    # re-run with the same output dir Ray may hand back an older one of the interrupted run.
+    start_step = int(loop_cfg["start_step"])
+    state, restored = None, False
     checkpoint = ray.train.get_checkpoint()
-    restored = checkpoint is not None
-    if checkpoint is None and loop_cfg.get("resume_from"):
-        checkpoint = ray.train.Checkpoint.from_directory(loop_cfg["resume_from"])
-    if checkpoint:
+    if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state = load_checkpoint(d)
+        restored = int(state["step"]) > start_step
+        if int(state["step"]) < start_step:
+            state = None
+    if state is None and loop_cfg.get("resume_from"):
+        state = load_checkpoint(loop_cfg["resume_from"])
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -132,7 +139,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             logger.log({"restored_from_step": step}, step)
             log.warning("Ray Train worker restarted: resuming from the checkpoint of step %d", step)
     # A restarted worker sees its shard from the start: skip what was trained before the restart.
-    skip = step - int(loop_cfg["start_step"])
+    skip = step - start_step
     sums = {"loss": 0.0, "accuracy": 0.0}
     seen, t_last = 0, time.perf_counter()
     shard = ray.train.get_dataset_shard("train")

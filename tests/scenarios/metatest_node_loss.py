@@ -31,7 +31,7 @@ def main(checkpoint: str, catalog: str) -> None:
     ray.init(address=cluster.address, logging_level="ERROR")
     state = load_checkpoint(checkpoint)
     common = dict(model_cfg=state["config"]["model"], model_state=state["model"], root=catalog, split="val",
-                  channels=1, ways=20, shots=5, queries=15, num_tasks=16000, seed=3, batch_size=512, num_workers=2)
+                  channels=1, ways=20, shots=5, queries=15, num_tasks=10000, seed=3, batch_size=512, num_workers=2)
     undisturbed = run_metatest(**common)
 
     event: dict = {}
