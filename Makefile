@@ -28,7 +28,7 @@ demo: venv data
 		--checkpoint runs/demo/train_result.json --output runs/demo/metatest.json
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 mlflow-ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
