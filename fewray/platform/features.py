@@ -30,7 +30,7 @@ def extract_features(model: torch.nn.Module, images: np.ndarray, batch_size: int
     Args:
         model: a classifier with ``extract_feat`` (frozen backbone).
         images: ``(N, C, H, W)`` uint8.
-        batch_size: images per backbone pass; 64-128 was fastest for Conv4 on 2 CPU cores
+        batch_size: images per backbone pass; for Conv4 on 2 CPU cores 128-256 measured fastest
             (``benchmarks/metatest_speed.py`` tunes it).
         device: ``"cpu"`` or ``"cuda"``.
 

@@ -192,6 +192,34 @@ def chunks(n: int, k: int) -> list[range]:
     return [range(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+@dataclass
+class SplitInputs:
+    """Object-store references of a model state and of one split's features (or images) and labels."""
+
+    state_ref: Any
+    feats_ref: Any
+    labels_ref: Any
+
+
+def split_inputs(model_cfg: dict, model_state: dict, root: str, split: str, channels: int,
+                 batch_size: int = 512) -> SplitInputs:
+    """Start the one feature pass over ``split`` (a Ray task; on a GPU when the cluster has one).
+
+    Returns at once with references; :func:`run_metatest` evaluates tasks on them, and several calls
+    (shot counts, seeds) can share one pass.
+    """
+    gpus, _ = cluster_slots()
+    extract_opts = {"num_gpus": 1} if gpus else {"num_cpus": largest_node_cpus()}
+    threads = 1 if gpus else largest_node_cpus()
+    state_ref = ray.put({k: v.cpu() for k, v in model_state.items()})
+    feats_ref, labels_ref = (
+        ray.remote(_extract)
+        .options(num_returns=2, max_retries=3, **extract_opts)
+        .remote(model_cfg, state_ref, root, split, channels, batch_size, threads)
+    )
+    return SplitInputs(state_ref, feats_ref, labels_ref)
+
+
 def run_metatest(
     model_cfg: dict,
     model_state: dict,
@@ -207,6 +235,7 @@ def run_metatest(
     batch_size: int = 512,
     on_progress: Callable[[int], None] | None = None,
     prewarm: bool = True,
+    inputs: "SplitInputs | None" = None,
 ) -> MetaTestResult:
     """Meta-test a frozen-backbone classifier on ``num_tasks`` episodes of ``split`` with Ray tasks.
 
@@ -219,7 +248,9 @@ def run_metatest(
         on_progress: called with the number of tasks finished each time a Ray task completes.
         prewarm: while the features are extracted, start ``num_workers`` zero-CPU no-op tasks so that
             the evaluation tasks find worker processes that have already imported torch and fewray
-            (saves the 2-3 s import of a cold worker on the critical path).
+            (takes a cold worker's torch import off the critical path).
+        inputs: the split's features already in the object store (:func:`split_inputs`), e.g. to evaluate
+            several shot counts on one feature pass; default: extract them now.
 
     Raises:
         DataError: missing split, ways > classes, or shots + queries > images of a class
@@ -229,15 +260,11 @@ def run_metatest(
     EpisodicSampler(read_labels(root, split), ways, shots, queries, seed, split)  # fail fast, one line
     gpus, cpus = cluster_slots()
     num_workers = num_workers or max(1, gpus or cpus)
-    extract_opts = {"num_gpus": 1} if gpus else {"num_cpus": largest_node_cpus()}
-    threads = 1 if gpus else largest_node_cpus()
-    state_ref = ray.put({k: v.cpu() for k, v in model_state.items()})
-    warm = [ray.remote(_warm_up).options(num_cpus=0).remote() for _ in range(num_workers if prewarm else 0)]
-    feats_ref, labels_ref = (
-        ray.remote(_extract)
-        .options(num_returns=2, max_retries=3, **extract_opts)
-        .remote(model_cfg, state_ref, root, split, channels, batch_size, threads)
-    )
+    for _ in range(num_workers if prewarm else 0):  # fire and forget: they finish during the feature pass
+        ray.remote(_warm_up).options(num_cpus=0).remote()
+    if inputs is None:
+        inputs = split_inputs(model_cfg, model_state, root, split, channels, batch_size)
+    state_ref, feats_ref, labels_ref = inputs.state_ref, inputs.feats_ref, inputs.labels_ref
     episode = dict(ways=ways, shots=shots, queries=queries, seed=seed, split=split)
     eval_opts = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     remote_eval = ray.remote(_evaluate_chunk).options(max_retries=3, **eval_opts)
@@ -257,7 +284,6 @@ def run_metatest(
     except BaseException:
         _discard(pending)  # a bad input fails every chunk alike: report it once, not as "unhandled" errors
         raise
-    ray.wait(warm, num_returns=len(warm), timeout=0)  # long done; never blocks
     mean, std, ci95 = aggregate(accs)
     return MetaTestResult(
         accuracy_mean=mean,
@@ -388,7 +414,7 @@ def meta_test_shots(
 ) -> dict[str, Any]:
     """Meta-test ``checkpoint`` at several shot counts (``cfg.test`` gives the rest) in one MLflow run.
 
-    Each shot count is a full :func:`run_metatest` (same ways, queries, tasks and seed). The run holds
+    Each shot count is a :func:`run_metatest` on one shared feature pass (same ways, queries, tasks and seed). The run holds
     ``accuracy_mean_<K>shot``, ``accuracy_std_<K>shot``, ``ci95_<K>shot`` and ``accuracy_mean`` / ``ci95`` with
     step = K (a curve over shots in the MLflow UI), ``tasks/task_accuracies_<K>shot.csv``,
     ``plots/task_accuracy_hist_<K>shot.png``, ``plots/accuracy_vs_shots.png`` (mean with 95% CI error bars)
@@ -435,11 +461,13 @@ def meta_test_shots(
         mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
         with tqdm(total=t.num_tasks * len(shots), unit="task", desc="meta-test", disable=not progress) as bar, \
                 tempfile.TemporaryDirectory() as d:
-            for k in shots:
+            inputs = split_inputs(model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels, t.batch_size)
+            for k in shots:  # one feature pass serves every shot count
                 bar.set_postfix_str(f"{k}-shot")
                 res = run_metatest(
                     model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels,
                     t.ways, k, t.queries, t.num_tasks, t.seed, num_workers, t.batch_size, on_progress=bar.update,
+                    inputs=inputs,
                 )
                 mlflow.log_metrics({f"accuracy_mean_{k}shot": res.accuracy_mean,
                                     f"accuracy_std_{k}shot": res.accuracy_std, f"ci95_{k}shot": res.ci95,

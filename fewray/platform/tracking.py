@@ -37,6 +37,18 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+def server_problem(uri: str, timeout: float) -> str | None:
+    """Why the ``http(s)://`` tracking server at ``uri`` does not answer ``/health`` within ``timeout`` seconds
+    (refused, timeout, DNS, HTTP error), or None when it answers or ``uri`` is not a server (sqlite, file)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+        return None
+    except Exception as exc:  # noqa: BLE001 - every failure means "not now"
+        return str(exc)
+
+
 def setup_tracking(uri: str | None, experiment: str) -> str:
     """Point MLflow at ``uri`` (see :func:`resolve_tracking_uri`), check a server answers, select ``experiment``.
 
@@ -47,11 +59,9 @@ def setup_tracking(uri: str | None, experiment: str) -> str:
         TrackingError: an ``http(s)://`` tracking server that does not answer ``/health`` within 10 s.
     """
     uri = resolve_tracking_uri(uri)
-    if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).read()
-        except Exception as exc:  # URLError, timeout, connection refused
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({exc})") from None
+    problem = server_problem(uri, timeout=10)
+    if problem:
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({problem})")
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment)
     return uri
@@ -106,22 +116,13 @@ class MetricLogger:
         with self._lock:
             return len(self._buffer)
 
-    def _reachable(self) -> bool:
-        if not self.uri.startswith(("http://", "https://")):
-            return True
-        try:
-            urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=2).read()
-            return True
-        except Exception:  # noqa: BLE001 - refused, timeout, DNS, HTTP error: all mean "not now"
-            return False
-
     def _send(self) -> bool:
         """Send the buffer; True when it is empty afterwards."""
         with self._lock:
             todo = list(self._buffer)
         if not todo:
             return True
-        if not self._reachable():
+        if server_problem(self.uri, timeout=2):
             self._warn_outage(f"unreachable, {len(todo)} metrics kept for retry")
             return False
         sent = 0

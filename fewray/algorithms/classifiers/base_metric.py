@@ -75,20 +75,22 @@ class BaseMetricClassifier(nn.Module):
         """Scores ``(T, Q, N)`` of ``T`` tasks given as features (frozen backbone).
 
         Uses the head's batched ``forward_tasks`` when it has one (all tasks in one computation), else
-        runs the per-task support/query protocol task by task; both give the same scores.
+        runs the per-task support/query protocol task by task; both give the same scores. A classifier
+        with ``frozen_backbone_at_test = False`` (MAML) gets images ``(T, M, C, H, W)`` instead of features.
 
         Args:
             support_feats: ``(T, N*K, D)``; support_labels: ``(T, N*K)`` in ``0..N-1``;
             query_feats: ``(T, Q, D)``; num_classes: N.
         """
-        if hasattr(self.head, "forward_tasks"):
+        if self.frozen_backbone_at_test and hasattr(self.head, "forward_tasks"):
             return self.head.forward_tasks(support_feats, support_labels, query_feats, num_classes)
+        key = "feats" if self.frozen_backbone_at_test else "img"  # a model adapting its backbone gets images
         scores = []
         for sf, sl, qf in zip(support_feats, support_labels, query_feats):
             self.before_forward_support()
-            self.forward_support(feats=sf, label=sl)
+            self.forward_support(label=sl, **{key: sf})
             self.before_forward_query()
-            scores.append(self.forward_query(feats=qf))
+            scores.append(self.forward_query(**{key: qf}))
         return torch.stack(scores)
 
     def before_forward_support(self) -> None:

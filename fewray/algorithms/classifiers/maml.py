@@ -157,16 +157,3 @@ class MAML(BaseMetricClassifier):
             raise ValueError("MAML scores images: forward(mode='query') needs img, not feats")
         with torch.no_grad():
             return self.logits(img, self._fast)
-
-    def forward_tasks(
-        self, support_feats: torch.Tensor, support_labels: torch.Tensor, query_feats: torch.Tensor, num_classes: int
-    ) -> torch.Tensor:
-        """Scores ``(T, Q, N)`` of ``T`` tasks given as IMAGES: support ``(T, N*K, C, H, W)``, labels ``(T, N*K)``,
-        query ``(T, Q, C, H, W)`` (the names follow the frozen-feature contract; MAML needs the images)."""
-        out = []
-        for si, sl, qi in zip(support_feats, support_labels, query_feats):
-            self.before_forward_support()
-            self.forward_support(img=si, label=sl)
-            self.before_forward_query()
-            out.append(self.forward_query(img=qi))
-        return torch.stack(out)
