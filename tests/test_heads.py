@@ -1,5 +1,6 @@
 """Metric and fine-tune heads against hand computations; classifiers' training and meta-test protocols."""
 
+import json
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fewray.algorithms import build_classifier
+from fewray.platform.errors import CheckpointError
 from fewray.algorithms.heads import (
     CosineDistanceHead,
     LinearHead,
@@ -223,6 +225,11 @@ def test_meta_baseline_loads_a_baseline_backbone(tmp_path):
                               "head": {"type": "MetaBaselineHead"}})
     other.load_backbone(baseline.state_dict())
     assert torch.equal(other.backbone.layers[0][0].weight, baseline.backbone.layers[0][0].weight)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError, match="missing.pt"):
         other.load_backbone(str(tmp_path / "missing.pt"))
+    (tmp_path / "train_result.json").write_text(json.dumps({"best_checkpoint": str(tmp_path / "checkpoint.pt")}))
+    from_json = build_classifier({"type": "MetaBaseline", "backbone": {"type": "Conv4", "in_channels": 1},
+                                  "head": {"type": "MetaBaselineHead"},
+                                  "pretrained_backbone": str(tmp_path / "train_result.json")})
+    assert torch.equal(from_json.backbone.layers[0][0].weight, baseline.backbone.layers[0][0].weight)
     assert math.isclose(float(other.head.temperature.detach()), 10.0)

@@ -5,6 +5,7 @@ Loading always uses ``torch.load(..., weights_only=True)``: nothing in a user fi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,28 @@ def save_checkpoint(directory: str | Path, **state: Any) -> Path:
     return path
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The ``checkpoint.pt`` file behind ``path`` (the file itself or a checkpoint directory).
+def train_result_checkpoint(path: str | Path) -> Path:
+    """The best checkpoint named by a ``train_result.json`` (written by ``pipelines/metatrain.py``).
 
     Raises:
-        CheckpointError: if nothing exists at ``path`` or the directory holds no checkpoint.
+        CheckpointError: the file is not valid JSON or has no ``best_checkpoint``.
     """
     p = Path(path)
+    try:
+        return Path(json.loads(p.read_text())["best_checkpoint"])
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{p} is not a train_result.json (no 'best_checkpoint')") from None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The ``checkpoint.pt`` file behind ``path`` (the file itself, a checkpoint directory or a ``train_result.json``).
+
+    Raises:
+        CheckpointError: if nothing exists at ``path``, the directory holds no checkpoint or the JSON names none.
+    """
+    p = Path(path)
+    if p.suffix == ".json" and p.is_file():
+        p = train_result_checkpoint(p)
     if p.is_dir():
         p = p / CHECKPOINT_FILE
     if not p.is_file():

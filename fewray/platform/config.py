@@ -54,12 +54,17 @@ class DataConfig(_Strict):
             Relative paths are resolved against the current directory when the config is loaded.
         image_size (int): side of the square images fed to the model, in pixels.
         channels (int): 1 for grayscale, 3 for RGB.
+        augment (str): training-time augmentation (``torchvision.transforms.v2``), applied per image to
+            training episodes and batches, never at validation or test: ``none`` (default), ``flip``, or
+            ``standard`` (mmfewshot's natural-image pipeline: RandomResizedCrop, horizontal flip,
+            ColorJitter 0.4). See :mod:`fewray.platform.data.transforms`.
     """
 
     dataset: str = "omniglot"
     root: str = "data/omniglot"
     image_size: int = Field(28, ge=8)
     channels: Literal[1, 3] = 1
+    augment: Literal["none", "flip", "standard"] = "none"
 
 
 class ModelConfig(_Strict):
@@ -107,7 +112,10 @@ class TrainConfig(EpisodeConfig):
     """Episodic meta-training with Ray Train.
 
     Attributes:
-        ways, shots, queries: the training episode shape (Snell et al. train with 60 ways).
+        ways, shots, queries: the training episode shape (Snell et al. train with 60 ways); unused by
+            models pre-trained on plain batches (Baseline, Baseline++, NegMargin).
+        batch_size (int): labelled images per worker per step for models pre-trained on plain batches of
+            all base classes (``train_on_batches``: Baseline, Baseline++, NegMargin). Default 128.
         num_steps (int): optimizer steps (one episode per worker per step).
         val_interval (int): steps between meta-validations (and checkpoints).
         log_interval (int): steps between logged training metrics.
@@ -123,6 +131,7 @@ class TrainConfig(EpisodeConfig):
     ways: int = Field(60, ge=2)
     shots: int = Field(5, ge=1)
     queries: int = Field(5, ge=1)
+    batch_size: int = Field(128, ge=1)
     num_steps: int = Field(5000, ge=1)
     val_interval: int = Field(500, ge=1)
     log_interval: int = Field(50, ge=1)

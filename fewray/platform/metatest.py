@@ -31,7 +31,7 @@ import ray
 import torch
 
 from fewray.algorithms import build_classifier
-from fewray.platform.checkpoint import load_checkpoint, load_model_state
+from fewray.platform.checkpoint import load_checkpoint, load_model_state, train_result_checkpoint
 from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.errors import CheckpointError
@@ -304,12 +304,7 @@ def run_metatest(
 def _checkpoint_path(path: str | Path) -> Path:
     """Accept ``checkpoint.pt``, a checkpoint directory, or a ``train_result.json`` (its best checkpoint)."""
     p = Path(path)
-    if p.suffix == ".json" and p.is_file():
-        try:
-            return Path(json.loads(p.read_text())["best_checkpoint"])
-        except (ValueError, KeyError):
-            raise CheckpointError(f"{p} is not a train_result.json (no 'best_checkpoint')") from None
-    return p
+    return train_result_checkpoint(p) if p.suffix == ".json" and p.is_file() else p
 
 
 def _load_for_test(cfg: "ExperimentConfig", checkpoint: str | Path, tracking_uri: str | None):

@@ -1,12 +1,19 @@
-"""Episodic meta-training with Ray Train (DDP) fed by a Ray Data episode stream.
+"""(Meta-)training with Ray Train (DDP) fed by a Ray Data stream of episodes or labelled batches.
 
-:func:`run_metatrain` (driver) checks the data, opens an MLflow run, builds the episode
-stream and fits a ``TorchTrainer``; :func:`train_loop_per_worker` (each DDP rank) trains on
-its shard of episodes, logs metrics to MLflow (rank 0), meta-validates every
+:func:`run_metatrain` (driver) checks the data, opens an MLflow run, builds the stream and fits a
+``TorchTrainer``; :func:`train_loop_per_worker` (each DDP rank) trains on its shard, logs metrics
+to MLflow (rank 0), meta-validates every
 ``train.val_interval`` steps (mmfewshot's MetaTestEvalHook) and reports a checkpoint
 (model, optimizer, scheduler, step, config). Ray keeps the best checkpoints by
 ``accuracy_mean`` plus the latest; a restarted worker or a re-run with the same
 ``output_dir`` resumes from the latest checkpoint.
+
+Episodic models (ProtoNet, MatchingNet, RelationNet, MAML, MetaBaseline) get one episode per step:
+``model(mode='train', support_img, support_label, query_img, query_label)``. Fine-tune models
+(``train_on_batches``: Baseline, Baseline++, NegMargin) are pre-trained on all base classes with
+shuffled labelled batches of ``train.batch_size``: ``model(mode='train', img, gt_label)``; their head's
+``num_classes`` defaults to the train split's class count (:func:`resolve_base_classes`). Both are
+meta-validated the same way.
 """
 
 from __future__ import annotations
@@ -28,13 +35,13 @@ import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from fewray.algorithms import build_classifier
+from fewray.algorithms import CLASSIFIERS, build_classifier
 from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
 from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
-from fewray.platform.data.streaming import episode_dataset
-from fewray.platform.errors import CheckpointError, Interrupted
+from fewray.platform.data.streaming import batch_dataset, episode_dataset
+from fewray.platform.errors import CheckpointError, ConfigError, DataError, Interrupted
 from fewray.platform.features import channels_last, extract_features, to_float
 from fewray.platform.metatest import aggregate, evaluate_tasks
 from fewray.platform.plots import plot_training_curves
@@ -143,19 +150,23 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     sums = {"loss": 0.0, "accuracy": 0.0}
     seen, t_last = 0, time.perf_counter()
     shard = ray.train.get_dataset_shard("train")
+    on_batches = trains_on_batches(cfg)
     for batch in shard.iter_torch_batches(batch_size=1, prefetch_batches=4, device=device):
         if skip > 0:
             skip -= 1
             continue
         if step >= tc.num_steps:
             break
-        out = model(
-            mode="train",
-            support_img=to_float(batch["support_img"][0]),
-            support_label=batch["support_label"][0],
-            query_img=to_float(batch["query_img"][0]),
-            query_label=batch["query_label"][0],
-        )
+        if on_batches:
+            out = model(mode="train", img=to_float(batch["img"][0]), gt_label=batch["gt_label"][0])
+        else:
+            out = model(
+                mode="train",
+                support_img=to_float(batch["support_img"][0]),
+                support_label=batch["support_label"][0],
+                query_img=to_float(batch["query_img"][0]),
+                query_label=batch["query_label"][0],
+            )
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
@@ -171,7 +182,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                         "loss": sums["loss"] / seen,
                         "accuracy": sums["accuracy"] / seen,
                         "lr": scheduler.get_last_lr()[0],
-                        "episodes_per_second": seen * world / (time.perf_counter() - t_last),
+                        ("batches_per_second" if on_batches else "episodes_per_second"):
+                            seen * world / (time.perf_counter() - t_last),
                     },
                     step,
                 )
@@ -259,10 +271,43 @@ def best_checkpoint(output_dir: str | Path) -> tuple[Path, dict[str, float]]:
     return max(scored, key=lambda dm: (dm[1]["accuracy_mean"], dm[1]["step"]))
 
 
+def trains_on_batches(cfg: ExperimentConfig) -> bool:
+    """Whether ``cfg.model`` is pre-trained on plain labelled batches (Baseline, Baseline++, NegMargin)."""
+    return bool(getattr(CLASSIFIERS.get(cfg.model.type), "train_on_batches", False))
+
+
+def resolve_base_classes(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Fill ``model.head.num_classes`` of a batch-trained model with the train split's class count.
+
+    Returns ``cfg`` itself for episodic models; otherwise a copy whose head has ``num_classes`` (the base
+    classes of the catalog's ``train`` split).
+
+    Raises:
+        ConfigError: ``model.head.num_classes`` is set and differs from the train split's class count.
+    """
+    if not trains_on_batches(cfg):
+        return cfg
+    labels = read_labels(cfg.data.root, "train")
+    n = int(labels.max()) + 1 if len(labels) else 0
+    head = dict(cfg.model.head)
+    given = head.get("num_classes")
+    if given is not None and int(given) != n:
+        raise ConfigError(f"model.head.num_classes is {given} but the train split of {cfg.data.root} has {n} "
+                          f"classes (leave it out to use the split's)")
+    head["num_classes"] = n
+    raw = cfg.to_dict()
+    raw["model"]["head"] = head
+    return config_from_dict(raw)
+
+
 def check_training_data(cfg: ExperimentConfig) -> None:
-    """Fail fast (one-line DataError) when the train or val split cannot serve the configured episodes."""
+    """Fail fast (one-line DataError) when the train or val split cannot serve the configured episodes or batches."""
     t, v = cfg.train, cfg.val
-    EpisodicSampler(read_labels(cfg.data.root, "train"), t.ways, t.shots, t.queries, cfg.seed, "train")
+    if trains_on_batches(cfg):
+        if len(read_labels(cfg.data.root, "train")) == 0:
+            raise DataError(f"the train split of {cfg.data.root} has no images")
+    else:
+        EpisodicSampler(read_labels(cfg.data.root, "train"), t.ways, t.shots, t.queries, cfg.seed, "train")
     EpisodicSampler(read_labels(cfg.data.root, v.split), v.ways, v.shots, v.queries, v.seed, v.split)
 
 
@@ -278,12 +323,16 @@ def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_
         callbacks: extra Ray Train ``UserCallback`` objects, e.g. Tune's ``TuneReportCallback`` in a sweep trial.
         extra_loop_cfg: more keys for :func:`train_loop_per_worker` (e.g. ``placement_group_file``).
     """
-    tc = cfg.train
+    tc, d = cfg.train, cfg.data
     world = tc.num_workers
-    dataset = episode_dataset(
-        cfg.data.root, "train", cfg.data.channels, tc.ways, tc.shots, tc.queries, cfg.seed,
-        start=start_step * world, stop=tc.num_steps * world,
-    )
+    if trains_on_batches(cfg):
+        dataset = batch_dataset(d.root, "train", d.channels, tc.batch_size, cfg.seed, start=start_step * world,
+                                stop=tc.num_steps * world, augment=d.augment, image_size=d.image_size)
+    else:
+        dataset = episode_dataset(
+            d.root, "train", d.channels, tc.ways, tc.shots, tc.queries, cfg.seed,
+            start=start_step * world, stop=tc.num_steps * world, augment=d.augment, image_size=d.image_size,
+        )
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg_dict, "tracking_uri": uri, "run_id": run_id, "start_step": start_step,
@@ -325,6 +374,7 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
     """
     output_dir = Path(output_dir).resolve()
     check_training_data(cfg)
+    cfg = resolve_base_classes(cfg)
     init_ray()
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
     tc = cfg.train

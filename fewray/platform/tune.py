@@ -49,7 +49,7 @@ from fewray.platform.tracking import (
     setup_tracking,
     start_child_run,
 )
-from fewray.platform.train import SPOOL_FILE, best_checkpoint, check_training_data
+from fewray.platform.train import SPOOL_FILE, best_checkpoint, check_training_data, resolve_base_classes
 
 log = logging.getLogger(__name__)
 # CPUs reserved by a trial's Tune function itself: it only drives the TorchTrainer, whose workers reserve
@@ -127,7 +127,7 @@ def trial_fn(params: dict[str, Any], base: dict[str, Any], sweep_dir: str, track
 
     ctx = ray.tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
-    cfg = trial_config(base, params)
+    cfg = resolve_base_classes(trial_config(base, params))
     cfg_dict = cfg.to_dict()
     run_id = start_child_run(tracking_uri, parent_run_id, trial_name,
                              {"fewray.kind": "trial", "fewray.trial_id": trial_id})

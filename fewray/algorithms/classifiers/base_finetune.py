@@ -158,6 +158,9 @@ class BaseFinetuneClassifier(BaseMetricClassifier):
         task head was trained.
     """
 
+    #: pre-trained on plain labelled batches of all base classes, not on episodes (see fewray.platform.train)
+    train_on_batches = True
+
     def __init__(
         self,
         backbone: nn.Module,

@@ -31,6 +31,8 @@ class BaseMetricClassifier(nn.Module):
 
     #: the backbone is frozen at meta-test, so features of a split can be computed once
     frozen_backbone_at_test = True
+    #: False: meta-trained on episodes; True: pre-trained on plain labelled batches (fine-tune methods)
+    train_on_batches = False
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()

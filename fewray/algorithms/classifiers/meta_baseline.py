@@ -15,17 +15,24 @@ from fewray.algorithms.classifiers.base_metric import BaseMetricClassifier
 def backbone_state(source: str | Path | dict[str, Any]) -> dict[str, torch.Tensor]:
     """The backbone ``state_dict`` inside ``source``.
 
-    ``source`` is a path to a ``checkpoint.pt`` (a dict with ``"model"``, as fewray writes) or to a bare
-    state dict, or such a dict itself. Keys ``backbone.*`` of a classifier state are stripped of the prefix;
-    a state without ``backbone.`` keys is taken as a backbone state as is.
+    ``source`` is a path to a ``checkpoint.pt`` (a dict with ``"model"``, as fewray writes), a checkpoint
+    directory, a ``train_result.json`` (its best checkpoint) or a bare state dict file, or such a dict
+    itself. Keys ``backbone.*`` of a classifier state are stripped of the prefix; a state without
+    ``backbone.`` keys is taken as a backbone state as is. Files load with ``weights_only=True``.
 
     Raises:
-        FileNotFoundError: the path does not exist.
+        CheckpointError: the path does not exist or cannot be read.
     """
     if isinstance(source, (str, Path)):
-        if not Path(source).is_file():
-            raise FileNotFoundError(f"pretrained checkpoint not found: {source}")
-        source = torch.load(source, map_location="cpu", weights_only=True)
+        from fewray.platform.checkpoint import resolve_checkpoint
+
+        path = resolve_checkpoint(source)
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated file, not a tensor pickle
+            from fewray.platform.errors import CheckpointError
+
+            raise CheckpointError(f"cannot read pretrained backbone {path}: {' '.join(str(exc).split())[:200]}") from None
     state = source.get("model", source) if isinstance(source, dict) else source
     sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     return sub or dict(state)
@@ -43,11 +50,11 @@ class MetaBaseline(BaseMetricClassifier):
     Args:
         backbone (nn.Module): e.g. ``ResNet12``.
         head (nn.Module): normally ``MetaBaselineHead``.
-        pretrained_backbone (str | None): path of a stage-1 ``checkpoint.pt`` whose ``backbone.*`` weights
+        pretrained_backbone (str | None): path of a stage-1 ``checkpoint.pt`` (or its ``train_result.json``) whose ``backbone.*`` weights
             initialise the backbone at construction. Default None.
 
     Raises:
-        FileNotFoundError: ``pretrained_backbone`` does not exist; RuntimeError: its keys do not match.
+        CheckpointError: ``pretrained_backbone`` does not exist or cannot be read; RuntimeError: its keys do not match.
 
     Example::
 

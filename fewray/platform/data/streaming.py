@@ -1,14 +1,21 @@
-"""Ray Data streams of training episodes: episode ids in, support and query image batches out.
+"""Ray Data streams of training data: episodes for meta-training, labelled batches for pre-training.
 
-The dataset is ``ray.data.range(start, stop)`` of episode ids mapped by an
-:class:`EpisodeBuilder` actor that decodes the split once and gathers each
+Episodic (ProtoNet, MatchingNet, RelationNet, MAML, MetaBaseline): the dataset is a range of
+episode ids mapped by an :class:`EpisodeBuilder` actor that decodes the split once and gathers each
 episode's images. Each row is one episode with fixed-shape tensor columns:
 
 - ``episode_id`` ``()`` int64
 - ``support_img`` ``(N*K, C, H, W)`` uint8, ``support_label`` ``(N*K,)`` int64
 - ``query_img`` ``(N*Q, C, H, W)`` uint8, ``query_label`` ``(N*Q,)`` int64
 
-Ray Train splits the stream across its workers (``get_dataset_shard``).
+Plain batches (Baseline, Baseline++, NegMargin pre-training on all base classes): a range of step
+ids mapped by a :class:`BatchBuilder`; each row is one shuffled labelled batch:
+
+- ``batch_id`` ``()`` int64
+- ``img`` ``(B, C, H, W)`` uint8, ``gt_label`` ``(B,)`` int64 (the split's class index, ``0..C-1``)
+
+Both apply the config's training augmentation (:mod:`fewray.platform.data.transforms`) per image,
+seeded by the episode / batch id. Ray Train splits the stream across its workers (``get_dataset_shard``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import ray
 
 from fewray.platform.data.catalog import load_split
 from fewray.platform.data.episodes import EpisodicSampler
+from fewray.platform.data.transforms import Augmenter
 
 
 class EpisodeBuilder:
@@ -25,22 +33,25 @@ class EpisodeBuilder:
 
     Args:
         root (str): catalog directory; split (str): catalog split; channels (int): 1 or 3;
-        ways, shots, queries (int): the episode shape; seed (int): episode seed.
+        ways, shots, queries (int): the episode shape; seed (int): episode seed;
+        augment (str): training augmentation preset; image_size (int): its output side.
     """
 
-    def __init__(self, root: str, split: str, channels: int, ways: int, shots: int, queries: int, seed: int) -> None:
+    def __init__(self, root: str, split: str, channels: int, ways: int, shots: int, queries: int, seed: int,
+                 augment: str = "none", image_size: int = 28) -> None:
         data = load_split(root, split, channels)
         self.images = data.images
         self.sampler = EpisodicSampler(data.labels, ways, shots, queries, seed, split)
+        self.augment = Augmenter(augment, image_size, seed)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Build the episodes of ``batch['id']``."""
         eps = [self.sampler.episode(int(i)) for i in batch["id"]]
         return {
             "episode_id": np.array([e.episode_id for e in eps], dtype=np.int64),
-            "support_img": np.stack([self.images[e.support_idx] for e in eps]),
+            "support_img": np.stack([self.augment(self.images[e.support_idx], 2 * e.episode_id) for e in eps]),
             "support_label": np.stack([e.support_label for e in eps]),
-            "query_img": np.stack([self.images[e.query_idx] for e in eps]),
+            "query_img": np.stack([self.augment(self.images[e.query_idx], 2 * e.episode_id + 1) for e in eps]),
             "query_label": np.stack([e.query_label for e in eps]),
         }
 
@@ -56,21 +67,84 @@ def episode_dataset(
     start: int,
     stop: int,
     builder_cpus: float = 0.0,
+    augment: str = "none",
+    image_size: int = 28,
 ) -> "ray.data.Dataset":
     """A Ray Dataset of episodes ``start..stop-1`` (one row per episode, see the module docstring).
 
     Args:
         builder_cpus (float): CPUs reserved by the builder actor. Default 0: gathering an episode is
             array indexing, and the Ray Train workers may hold every CPU slot of a small machine.
+        augment, image_size: the training augmentation preset and its output side.
     """
+    return _id_stream(start, stop, EpisodeBuilder, builder_cpus, dict(
+        root=root, split=split, channels=channels, ways=ways, shots=shots, queries=queries, seed=seed,
+        augment=augment, image_size=image_size))
+
+
+class BatchBuilder:
+    """Ray Data callable class: step ids -> shuffled labelled batches of a split (pre-training).
+
+    Batch ``b`` holds positions ``b*B .. b*B+B-1`` of an endless sequence of epochs, epoch ``e`` being
+    the split's images in the order ``default_rng([seed, e]).permutation(M)``: every image is seen once
+    per epoch, and batch ``b`` is the same for any worker count or resume point.
+
+    Args:
+        root (str): catalog directory; split (str): catalog split; channels (int): 1 or 3;
+        batch_size (int): B, images per batch; seed (int): shuffling seed;
+        augment (str): training augmentation preset; image_size (int): its output side.
+    """
+
+    def __init__(self, root: str, split: str, channels: int, batch_size: int, seed: int,
+                 augment: str = "none", image_size: int = 28) -> None:
+        data = load_split(root, split, channels)
+        self.images, self.labels = data.images, data.labels
+        self.batch_size, self.seed = batch_size, seed
+        self.augment = Augmenter(augment, image_size, seed)
+        self._perms: dict[int, np.ndarray] = {}
+
+    def indices(self, batch_id: int) -> np.ndarray:
+        """Dataset indices ``(B,)`` of batch ``batch_id``."""
+        m = len(self.labels)
+        pos = batch_id * self.batch_size + np.arange(self.batch_size)
+        out = np.empty(self.batch_size, dtype=np.int64)
+        for epoch in np.unique(pos // m):
+            if epoch not in self._perms:
+                self._perms = {k: v for k, v in self._perms.items() if k >= epoch - 1}
+                self._perms[int(epoch)] = np.random.default_rng([self.seed, int(epoch)]).permutation(m)
+            sel = pos // m == epoch
+            out[sel] = self._perms[int(epoch)][pos[sel] % m]
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Build the labelled batches of ``batch['id']``."""
+        ids = [int(i) for i in batch["id"]]
+        idx = [self.indices(i) for i in ids]
+        return {
+            "batch_id": np.array(ids, dtype=np.int64),
+            "img": np.stack([self.augment(self.images[ix], i) for i, ix in zip(ids, idx)]),
+            "gt_label": np.stack([self.labels[ix] for ix in idx]),
+        }
+
+
+def batch_dataset(
+    root: str, split: str, channels: int, batch_size: int, seed: int, start: int, stop: int,
+    builder_cpus: float = 0.0, augment: str = "none", image_size: int = 28,
+) -> "ray.data.Dataset":
+    """A Ray Dataset of labelled batches ``start..stop-1`` (one row per batch, see :class:`BatchBuilder`)."""
+    return _id_stream(start, stop, BatchBuilder, builder_cpus, dict(
+        root=root, split=split, channels=channels, batch_size=batch_size, seed=seed, augment=augment,
+        image_size=image_size))
+
+
+def _id_stream(start: int, stop: int, builder: type, builder_cpus: float, kwargs: dict) -> "ray.data.Dataset":
+    """``ids start..stop-1`` mapped one by one, in order, by one ``builder`` actor."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False  # per-row bars cost CPU on small machines and spam logs
     return ray.data.from_items([{"id": i} for i in range(start, stop)]).map_batches(
-        EpisodeBuilder,
-        fn_constructor_kwargs=dict(
-            root=root, split=split, channels=channels, ways=ways, shots=shots, queries=queries, seed=seed
-        ),
+        builder,
+        fn_constructor_kwargs=kwargs,
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=builder_cpus,

@@ -1,0 +1,219 @@
+"""The classification zoo: every method with Conv4 on Omniglot and Caltech-101, trained and meta-tested here.
+
+For each config of ``ZOO`` (``configs/classification/<method>/conv4_<dataset>.yaml``) this script runs the
+user-facing pipelines as a user would::
+
+    python pipelines/metatrain.py --config CONFIG --output-dir runs/zoo/NAME
+    python pipelines/metatest.py  --config CONFIG --checkpoint runs/zoo/NAME/train_result.json \\
+        --shots 1,5 --ways 5 --num-tasks 2000 --output runs/zoo/NAME/metatest.json
+
+(a finished training whose checkpoint holds the same config is reused; ``--retrain`` forces it), stores
+one JSON per config in ``benchmarks/results/zoo/`` and writes the table of all stored results to
+``benchmarks/results/classification_zoo.md`` and into ``README.md`` between the ``zoo:begin``/``zoo:end``
+markers. Every number comes from those files: nothing in the table is typed.
+
+Usage (from the repository root, after ``make data`` and
+``python pipelines/prepare_data.py caltech101 --source ../shared/data/caltech101 --out data/caltech101``)::
+
+    python benchmarks/classification_zoo.py                          # everything (about 2 h on 2 cores)
+    python benchmarks/classification_zoo.py --only proto_net_conv4_omniglot,maml_conv4_omniglot
+    python benchmarks/classification_zoo.py --table-only             # re-render from stored results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import machine_info  # noqa: E402
+
+from fewray.platform.errors import FewrayError, run_cli  # noqa: E402
+
+#: (config name, method as the table shows it, paper 5-way 1-shot / 5-shot on Omniglot or None)
+ZOO: list[tuple[str, str, tuple[float, float] | None]] = [
+    ("proto_net_conv4_omniglot", "ProtoNet", (98.8, 99.7)),
+    ("matching_net_conv4_omniglot", "MatchingNet", (98.1, 98.9)),
+    ("relation_net_conv4_omniglot", "RelationNet", (99.6, 99.8)),
+    ("maml_conv4_omniglot", "MAML", (98.7, 99.9)),
+    ("baseline_conv4_omniglot", "Baseline", None),
+    ("baseline_plus_conv4_omniglot", "Baseline++", None),
+    ("neg_margin_conv4_omniglot", "NegMargin", None),
+    ("meta_baseline_conv4_omniglot", "MetaBaseline", None),
+    ("proto_net_conv4_caltech101", "ProtoNet", None),
+    ("matching_net_conv4_caltech101", "MatchingNet", None),
+    ("relation_net_conv4_caltech101", "RelationNet", None),
+    ("maml_conv4_caltech101", "MAML", None),
+    ("baseline_conv4_caltech101", "Baseline", None),
+    ("baseline_plus_conv4_caltech101", "Baseline++", None),
+    ("neg_margin_conv4_caltech101", "NegMargin", None),
+    ("meta_baseline_conv4_caltech101", "MetaBaseline", None),
+]
+#: a row within this many points of the paper counts as reproduced (the issue's tolerance)
+TOLERANCE = 1.5
+SHOTS = (1, 5)
+BEGIN, END = "<!-- zoo:begin -->", "<!-- zoo:end -->"
+
+
+def config_path(name: str) -> Path:
+    """``configs/classification/<method>/conv4_<dataset>.yaml`` of a zoo name."""
+    method, _, tag = name.partition("_conv4_")
+    return ROOT / "configs" / "classification" / method / f"conv4_{tag}.yaml"
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    """Run a pipeline, its output appended to ``log``; raise with the last lines on failure."""
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    with log.open("a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+    if rc != 0:
+        tail = log.read_text().splitlines()[-5:]
+        raise FewrayError(f"{' '.join(cmd[:3])} failed (exit {rc}): {' | '.join(tail)}")
+
+
+def _finished_training(name: str, run_dir: Path) -> dict | None:
+    """The run's ``train_result.json`` if it finished with the current config, else None."""
+    import torch
+
+    from fewray.platform.config import load_config
+    from fewray.platform.train import resolve_base_classes
+
+    result_file = run_dir / "train_result.json"
+    if not result_file.is_file():
+        return None
+    result = json.loads(result_file.read_text())
+    want = resolve_base_classes(load_config(config_path(name))).to_dict()
+    have = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=True).get("config")
+    return result if have == want else None
+
+
+def run_one(name: str, num_tasks: int, runs: Path, retrain: bool) -> dict:
+    """Train (unless a finished run of the same config exists) and meta-test one zoo config."""
+    run_dir = runs / name
+    log = runs / f"{name}.log"
+    cfg_file = str(config_path(name).relative_to(ROOT))
+    train = None if retrain else _finished_training(name, run_dir)
+    if train is None:
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)
+        _run([sys.executable, "pipelines/metatrain.py", "--config", cfg_file, "--output-dir", str(run_dir)], log)
+        train = json.loads((run_dir / "train_result.json").read_text())
+    out = run_dir / "metatest.json"
+    t0 = time.perf_counter()
+    _run([sys.executable, "pipelines/metatest.py", "--config", cfg_file, "--checkpoint", str(run_dir / "train_result.json"),
+          "--ways", "5", "--shots", ",".join(map(str, SHOTS)), "--queries", "15", "--num-tasks", str(num_tasks),
+          "--seed", "0", "--output", str(out)], log)
+    test = json.loads(out.read_text())
+    return {"name": name, "config": cfg_file, "train": train, "metatest": test,
+            "metatest_wall_seconds": round(time.perf_counter() - t0, 1), "machine": machine_info()}
+
+
+def budget(cfg) -> str:
+    """The training budget of a config in words (steps x episode shape or batch size)."""
+    from fewray.platform.train import trains_on_batches
+
+    t = cfg.train
+    if trains_on_batches(cfg):
+        return f"{t.num_steps} steps x batch {t.batch_size}"
+    return f"{t.num_steps} episodes {t.ways}w{t.shots}s{t.queries}q"
+
+
+def render(results: dict[str, dict]) -> str:
+    """The Markdown table of every stored result, in ``ZOO`` order."""
+    from fewray.platform.config import load_config
+
+    lines = [
+        "| method | dataset | training budget | training time (min) | 5-way 1-shot | 5-way 5-shot | paper 1/5-shot | within 1.5 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    machines = set()
+    for name, method, paper in ZOO:
+        r = results.get(name)
+        if r is None:
+            continue
+        cfg = load_config(config_path(name))
+        machines.add(f"{r['machine']['cores']} cores {r['machine']['cpu']}, {r['machine']['date']}")
+        by_k = {x["shots"]: x for x in r["metatest"]["results"]}
+        minutes = r["train"]["train_seconds"] / 60
+        extra = ""
+        if name.startswith("meta_baseline"):  # stage 1 is the Baseline row
+            base = results.get(name.replace("meta_baseline", "baseline"))
+            if base:
+                minutes += base["train"]["train_seconds"] / 60
+                extra = " (incl. Baseline)"
+        accs = [f"{by_k[k]['accuracy_mean']:.2f} ± {by_k[k]['ci95']:.2f}" for k in SHOTS]
+        if paper:
+            ok = all(by_k[k]["accuracy_mean"] >= p - TOLERANCE for k, p in zip(SHOTS, paper))
+            ref, verdict = f"{paper[0]} / {paper[1]}", "yes" if ok else "no"
+        else:
+            ref, verdict = "-", "-"
+        dataset = "Omniglot 28x28" if "omniglot" in name else "Caltech-101 84x84"
+        lines.append(f"| {method} | {dataset} | {budget(cfg)} | {minutes:.1f}{extra} | {accs[0]} | {accs[1]} | "
+                     f"{ref} | {verdict} |")
+    num_tasks = {r["metatest"]["num_tasks"] for r in results.values()}
+    lines += ["", f"Conv4 backbone; meta-test on the test split's classes: {', '.join(map(str, sorted(num_tasks)))} "
+              f"tasks per column, 15 queries per class, accuracy (%) ± ci95; one model per method tested at 1 and 5 "
+              f"shots; best meta-validation checkpoint. Measured on {'; '.join(sorted(machines))} by "
+              f"`python benchmarks/classification_zoo.py` (configs in `configs/classification/<method>/`)."]
+    return "\n".join(lines)
+
+
+def write_readme(table: str, readme: Path) -> None:
+    """Replace the text between the zoo markers of ``readme`` with ``table``."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise FewrayError(f"{readme} has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", help="comma-separated zoo names (default: all)")
+    p.add_argument("--num-tasks", type=int, default=2000)
+    p.add_argument("--runs-dir", default="runs/zoo")
+    p.add_argument("--results-dir", default="benchmarks/results/zoo")
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--retrain", action="store_true", help="train again even if a finished run exists")
+    p.add_argument("--table-only", action="store_true", help="render the table from stored results only")
+    args = p.parse_args(argv)
+
+    known = [z[0] for z in ZOO]
+    names = args.only.split(",") if args.only else known
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise FewrayError(f"unknown zoo name(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    results_dir = ROOT / args.results_dir
+    results_dir.mkdir(parents=True, exist_ok=True)
+    runs = ROOT / args.runs_dir
+    runs.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        for name in names:
+            print(f"== {name}", flush=True)
+            r = run_one(name, args.num_tasks, runs, args.retrain)
+            (results_dir / f"{name}.json").write_text(json.dumps(r, indent=2) + "\n")
+            for line in r["metatest"]["lines"]:
+                print("  ", line, flush=True)
+    results = {f.stem: json.loads(f.read_text()) for f in sorted(results_dir.glob("*.json"))}
+    table = render(results)
+    print(table)
+    (ROOT / "benchmarks" / "results" / "classification_zoo.md").write_text(table + "\n")
+    write_readme(table, ROOT / args.readme)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
