@@ -1,6 +1,6 @@
 """The classification zoo: every method with Conv4 on Omniglot and Caltech-101, trained and meta-tested here.
 
-For each config of ``ZOO`` (``configs/classification/<method>/conv4_<dataset>.yaml``) this script runs the
+For each config of ``ZOO`` (``configs/classification/<method>/<backbone>_<dataset>.yaml``) this script runs the
 user-facing pipelines as a user would::
 
     python pipelines/metatrain.py --config CONFIG --output-dir runs/zoo/NAME
@@ -38,7 +38,8 @@ from machine import machine_info  # noqa: E402
 
 from fewray.platform.errors import FewrayError, run_cli  # noqa: E402
 
-#: (config name, method as the table shows it, paper 5-way 1-shot / 5-shot on Omniglot or None)
+#: (config name = ``<method>_<backbone>_<dataset>``, method as the table shows it, paper 5-way 1-shot /
+#: 5-shot on Omniglot or None). The config is ``configs/classification/<method>/<backbone>_<dataset>.yaml``.
 ZOO: list[tuple[str, str, tuple[float, float] | None]] = [
     ("proto_net_conv4_omniglot", "ProtoNet", (98.8, 99.7)),
     ("matching_net_conv4_omniglot", "MatchingNet", (98.1, 98.9)),
@@ -56,17 +57,30 @@ ZOO: list[tuple[str, str, tuple[float, float] | None]] = [
     ("baseline_plus_conv4_caltech101", "Baseline++", None),
     ("neg_margin_conv4_caltech101", "NegMargin", None),
     ("meta_baseline_conv4_caltech101", "MetaBaseline", None),
+    ("proto_net_resnet12_caltech101_32", "ProtoNet", None),
+    ("proto_net_wrn28x10_caltech101_32", "ProtoNet", None),
 ]
+BACKBONES = {"conv4": "Conv4", "resnet12": "ResNet12", "wrn28x10": "WRN-28-10"}
+DATASETS = {"omniglot": "Omniglot 28x28", "caltech101": "Caltech-101 84x84", "caltech101_32": "Caltech-101 32x32"}
 #: a row within this many points of the paper counts as reproduced (the issue's tolerance)
 TOLERANCE = 1.5
 SHOTS = (1, 5)
 BEGIN, END = "<!-- zoo:begin -->", "<!-- zoo:end -->"
 
 
+def split_name(name: str) -> tuple[str, str, str]:
+    """``(method, backbone, dataset)`` of a zoo name such as ``meta_baseline_conv4_caltech101``."""
+    for backbone in BACKBONES:
+        method, sep, dataset = name.partition(f"_{backbone}_")
+        if sep:
+            return method, backbone, dataset
+    raise FewrayError(f"zoo name {name} has no known backbone ({', '.join(BACKBONES)})")
+
+
 def config_path(name: str) -> Path:
-    """``configs/classification/<method>/conv4_<dataset>.yaml`` of a zoo name."""
-    method, _, tag = name.partition("_conv4_")
-    return ROOT / "configs" / "classification" / method / f"conv4_{tag}.yaml"
+    """``configs/classification/<method>/<backbone>_<dataset>.yaml`` of a zoo name."""
+    method, backbone, dataset = split_name(name)
+    return ROOT / "configs" / "classification" / method / f"{backbone}_{dataset}.yaml"
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -85,7 +99,7 @@ def _finished_training(name: str, run_dir: Path) -> dict | None:
     """The run's ``train_result.json`` if it finished with the current config, else None."""
     import torch
 
-    from fewray.platform.config import load_config
+    from fewray.platform.config import config_from_dict, load_config
     from fewray.platform.train import resolve_base_classes
 
     result_file = run_dir / "train_result.json"
@@ -94,7 +108,8 @@ def _finished_training(name: str, run_dir: Path) -> dict | None:
     result = json.loads(result_file.read_text())
     want = resolve_base_classes(load_config(config_path(name))).to_dict()
     have = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=True).get("config")
-    return result if have == want else None
+    # validated again, so that keys added to the config schema later compare at their defaults
+    return result if have is not None and config_from_dict(have).to_dict() == want else None
 
 
 def run_one(name: str, num_tasks: int, runs: Path, retrain: bool) -> dict:
@@ -135,8 +150,9 @@ def render(results: dict[str, dict]) -> str:
     from fewray.platform.config import load_config
 
     lines = [
-        "| method | dataset | training budget | training time (min) | 5-way 1-shot | 5-way 5-shot | paper 1/5-shot | within 1.5 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | backbone | dataset | training budget | training time (min) | 5-way 1-shot | 5-way 5-shot | "
+        "paper 1/5-shot | within 1.5 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     machines = set()
     for name, method, paper in ZOO:
@@ -149,7 +165,7 @@ def render(results: dict[str, dict]) -> str:
         minutes = r["train"]["train_seconds"] / 60
         extra = ""
         if name.startswith("meta_baseline"):  # stage 1 is the Baseline row
-            base = results.get(name.replace("meta_baseline", "baseline"))
+            base = results.get("baseline" + name[len("meta_baseline"):])
             if base:
                 minutes += base["train"]["train_seconds"] / 60
                 extra = " (incl. Baseline)"
@@ -159,11 +175,11 @@ def render(results: dict[str, dict]) -> str:
             ref, verdict = f"{paper[0]} / {paper[1]}", "yes" if ok else "no"
         else:
             ref, verdict = "-", "-"
-        dataset = "Omniglot 28x28" if "omniglot" in name else "Caltech-101 84x84"
-        lines.append(f"| {method} | {dataset} | {budget(cfg)} | {minutes:.1f}{extra} | {accs[0]} | {accs[1]} | "
+        _, backbone, dataset = split_name(name)
+        lines.append(f"| {method} | {BACKBONES[backbone]} | {DATASETS[dataset]} | {budget(cfg)} | {minutes:.1f}{extra} | {accs[0]} | {accs[1]} | "
                      f"{ref} | {verdict} |")
     num_tasks = {r["metatest"]["num_tasks"] for r in results.values()}
-    lines += ["", f"Conv4 backbone; meta-test on the test split's classes: {', '.join(map(str, sorted(num_tasks)))} "
+    lines += ["", f"Meta-test on the test split's classes: {', '.join(map(str, sorted(num_tasks)))} "
               f"tasks per column, 15 queries per class, accuracy (%) ± ci95; one model per method tested at 1 and 5 "
               f"shots; best meta-validation checkpoint. Measured on {'; '.join(sorted(machines))} by "
               f"`python benchmarks/classification_zoo.py` (configs in `configs/classification/<method>/`)."]

@@ -85,7 +85,7 @@ def test_training_survives_worker_kill_mlflow_restart_and_sigterm(omniglot_catal
     out = tmp_path / "run"
     args = [PYTHON, str(REPO / "pipelines" / "metatrain.py"), "--config", str(CONFIG), "--output-dir", str(out),
             "--tracking-uri", server.uri]
-    for kv in [*TINY, f"data.root={omniglot_catalog}", "train.num_steps=120", "train.val_interval=20",
+    for kv in [*TINY, f"data.root={omniglot_catalog}", "train.num_steps=100", "train.val_interval=20",
                "train.max_failures=2", "train.keep_checkpoints=10"]:
         args += ["--set", kv]
     env = {**os.environ, "RAY_ADDRESS": cluster.address, "PYTHONUNBUFFERED": "1"}
@@ -114,15 +114,15 @@ def test_training_survives_worker_kill_mlflow_restart_and_sigterm(omniglot_catal
     assert "error: terminated by SIGTERM (re-run the same command to resume)" in first
     assert "Ray Train worker restarted: resuming from the checkpoint of step" in first
     assert f"MLflow tracking server {server.uri} unreachable" in first
-    assert at_term < 120
+    assert at_term < 100
 
-    # 4. the same command again resumes (same output dir, same MLflow run) and finishes at step 120
+    # 4. the same command again resumes (same output dir, same MLflow run) and finishes at step 100
     again = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=400)
     try:
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         result = json.loads((out / "train_result.json").read_text())
         assert result["resumed_from_step"] >= at_term
-        assert _checkpoint_steps(out)[-1] == 120
+        assert _checkpoint_steps(out)[-1] == 100
 
         from mlflow.tracking import MlflowClient
 
@@ -132,8 +132,8 @@ def test_training_survives_worker_kill_mlflow_restart_and_sigterm(omniglot_catal
         restored = [m.value for m in client.get_metric_history(run_id, "restored_from_step")]
         assert restored and min(restored) >= at_kill  # lost at most one checkpoint interval
         loss_steps = {m.step for m in client.get_metric_history(run_id, "loss")}
-        assert loss_steps == set(range(5, 121, 5)), sorted(loss_steps)  # the outage window included
+        assert loss_steps == set(range(5, 101, 5)), sorted(loss_steps)  # the outage window included
         val_steps = {m.step for m in client.get_metric_history(run_id, "val_accuracy_mean")}
-        assert val_steps == set(range(20, 121, 20)), sorted(val_steps)
+        assert val_steps == set(range(20, 101, 20)), sorted(val_steps)
     finally:
         server.stop()

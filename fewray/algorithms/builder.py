@@ -12,13 +12,16 @@ CLASSIFIERS = Registry("classifier")
 LOSSES = Registry("loss")
 
 
-def build_classifier(model_cfg: Any, validate_only: bool = False):
+def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint: bool = False):
     """Build the classifier described by a ``model:`` config section.
 
     Args:
         model_cfg: a :class:`~fewray.platform.config.ModelConfig` or a dict with
             ``type``, ``backbone`` and ``head`` (each ``{type: ..., **kwargs}``).
         validate_only (bool): check type names and keyword arguments without building tensors.
+        for_checkpoint (bool): the weights will come from a checkpoint: skip the classifier's arguments
+            that load weights from files at construction (its ``init_file_args``, e.g. MetaBaseline's
+            ``pretrained_backbone``), so a model can be rebuilt where that file is not (another Ray node).
 
     Returns:
         The classifier ``nn.Module`` (or None when ``validate_only``).
@@ -41,6 +44,8 @@ def build_classifier(model_cfg: Any, validate_only: bool = False):
     validate_kwargs(cls, extra, "model", skip={"backbone", "head"})
     if validate_only:
         return None
+    if for_checkpoint:
+        extra = {k: v for k, v in extra.items() if k not in getattr(cls, "init_file_args", ())}
     backbone = BACKBONES.build(cfg["backbone"], "model.backbone")
     head = HEADS.build(cfg["head"], "model.head")
     return CLASSIFIERS.build({"type": cfg["type"], **extra}, "model", backbone=backbone, head=head)

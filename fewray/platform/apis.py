@@ -94,7 +94,7 @@ def init_classifier(
         cfg = config
     else:
         cfg = load_config(config, overrides)
-    model = build_classifier(cfg.model.model_dump())
+    model = build_classifier(cfg.model.model_dump(), for_checkpoint=state is not None)
     if state is not None:
         load_model_state(model, state, path)
     model.cfg = cfg

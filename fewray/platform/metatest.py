@@ -143,7 +143,7 @@ def evaluate_tasks(
 
 
 def _build(model_cfg: dict, state: dict) -> torch.nn.Module:
-    model = build_classifier(model_cfg)
+    model = build_classifier(model_cfg, for_checkpoint=True)
     model.load_state_dict(state)
     model.eval()
     return model
@@ -328,7 +328,7 @@ def _load_for_test(cfg: "ExperimentConfig", checkpoint: str | Path, tracking_uri
         path = _checkpoint_path(checkpoint)
         state = load_checkpoint(path)
         label = str(path)
-    load_model_state(build_classifier(cfg.model.model_dump()), state, label)
+    load_model_state(build_classifier(cfg.model.model_dump(), for_checkpoint=True), state, label)
     return label, state, uri
 
 

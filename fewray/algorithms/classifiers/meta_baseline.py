@@ -63,6 +63,9 @@ class MetaBaseline(BaseMetricClassifier):
         >>> model.load_backbone(baseline_model.state_dict())   # a trained Baseline with the same backbone
     """
 
+    #: arguments that load weights from files (skipped when a checkpoint provides the weights)
+    init_file_args = ("pretrained_backbone",)
+
     def __init__(self, backbone: nn.Module, head: nn.Module, pretrained_backbone: str | None = None) -> None:
         super().__init__(backbone, head)
         self.pretrained_backbone = pretrained_backbone

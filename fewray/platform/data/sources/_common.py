@@ -42,19 +42,21 @@ def resize_image(img: Image.Image, size: int, mode: str = "stretch") -> Image.Im
             preprocessing of Ravi & Larochelle's 84x84 mini-ImageNet), ``"center_crop"`` resizes the shorter
             side to ``size`` and cuts the central square (aspect ratio kept, borders of long sides lost).
 
-    Resampling is Lanczos (antialiased), as for the Omniglot catalog.
+    Resampling is Lanczos (antialiased), as for the Omniglot catalog; done with
+    ``torchvision.transforms.v2.functional`` (``resize``, ``center_crop``: mmfewshot's test pipeline for
+    ``center_crop``), which on PIL images calls PIL's own resampling.
     """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
     if mode not in RESIZE_MODES:
         raise DataError(f"unknown resize mode '{mode}' (choose from {', '.join(RESIZE_MODES)})")
     img = img.convert("RGB")
-    w, h = img.size
-    if mode == "center_crop" and w != h:
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.LANCZOS)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        return img.crop((left, top, left + size, top + size))
-    return img if (w, h) == (size, size) else img.resize((size, size), Image.LANCZOS)
+    if img.size == (size, size):
+        return img
+    if mode == "center_crop":
+        return TF.center_crop(TF.resize(img, size, interpolation=InterpolationMode.LANCZOS), [size, size])
+    return TF.resize(img, [size, size], interpolation=InterpolationMode.LANCZOS)
 
 
 def encode_image(img: Image.Image, fmt: str = "png", quality: int = 95) -> bytes:
