@@ -11,7 +11,7 @@ import zipfile
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CONFIG, OMNIGLOT_RELEASE, free_port, run_pipeline
+from conftest import CONFIG, OMNIGLOT_RELEASE, REPO, free_port, run_pipeline
 from test_cli_errors import assert_user_error
 
 from fewray.platform.data.catalog import write_split
@@ -60,6 +60,19 @@ def test_bad_config_leaves_a_finished_training_untouched(trained):
     proc = run_pipeline("metatrain.py", "--config", str(CONFIG), "--set", "train.ways=1", "--output-dir", str(out))
     assert_user_error(proc, "config key 'train.ways'")
     assert (out / "train_result.json").read_text() == before
+
+
+@pytest.mark.parametrize("config, setting, message", [
+    ("meta_baseline/conv4_omniglot.yaml", "model.pretrained_backbone={tmp}/nope/train_result.json",
+     "model.pretrained_backbone: checkpoint not found: {tmp}/nope/train_result.json"),
+    ("baseline/conv4_omniglot.yaml", "model.head.num_classes=5", "model.head.num_classes is 5 but the train split"),
+])
+def test_bad_model_start_for_two_stage_and_batch_trained_models(omniglot_catalog, tmp_path, config, setting, message):
+    cfg = REPO / "configs" / "classification" / config
+    proc = run_pipeline("metatrain.py", "--config", str(cfg), "--set", f"data.root={omniglot_catalog}",
+                        "--set", setting.format(tmp=tmp_path), "--output-dir", str(tmp_path / "out"))
+    assert_user_error(proc, message.format(tmp=tmp_path))
+    assert not (tmp_path / "out").exists()
 
 
 # ---- data ---------------------------------------------------------------------------------------------

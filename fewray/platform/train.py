@@ -301,7 +301,21 @@ def resolve_base_classes(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def check_training_data(cfg: ExperimentConfig) -> None:
-    """Fail fast (one-line DataError) when the train or val split cannot serve the configured episodes or batches."""
+    """Fail fast (one-line error) when the train or val split cannot serve the configured episodes or batches,
+    or a weight file the model starts from (e.g. MetaBaseline's ``pretrained_backbone``) is missing.
+
+    Raises:
+        DataError: a split cannot serve the episodes / batches; CheckpointError: a missing start weight file.
+    """
+    from fewray.platform.checkpoint import resolve_checkpoint
+
+    extra = cfg.model.model_dump()
+    for key in getattr(CLASSIFIERS.get(cfg.model.type), "init_file_args", ()):
+        if extra.get(key):
+            try:
+                resolve_checkpoint(extra[key])
+            except CheckpointError as exc:
+                raise CheckpointError(f"model.{key}: {exc}") from None
     t, v = cfg.train, cfg.val
     if trains_on_batches(cfg):
         if len(read_labels(cfg.data.root, "train")) == 0:
