@@ -68,10 +68,17 @@ class MetaValidator:
         self.images, self.labels = data.images, data.labels
 
     def __call__(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
-        """``{"accuracy_mean", "accuracy_std", "ci95"}`` in percent; leaves ``model`` in train mode."""
+        """``{"accuracy_mean", "accuracy_std", "ci95"}`` in percent; leaves ``model`` in train mode.
+
+        A model that adapts its backbone per task (MAML, ``frozen_backbone_at_test = False``) is
+        validated on the images, the others on one feature pass over the split.
+        """
         v = self.cfg.val
-        feats = extract_features(model, self.images, v.batch_size, str(device)).cpu()
-        accs = evaluate_tasks(model, feats, self.labels, v.ways, v.shots, v.queries, v.seed, range(v.num_tasks), v.split)
+        if getattr(model, "frozen_backbone_at_test", True):
+            inputs = extract_features(model, self.images, v.batch_size, str(device)).cpu()
+        else:
+            inputs = torch.from_numpy(self.images)
+        accs = evaluate_tasks(model, inputs, self.labels, v.ways, v.shots, v.queries, v.seed, range(v.num_tasks), v.split)
         model.train()
         mean, std, ci95 = aggregate(accs)
         return {"accuracy_mean": mean, "accuracy_std": std, "ci95": ci95}
