@@ -200,7 +200,7 @@ def write_readme(table: str, readme: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", help="comma-separated zoo names (default: all)")
+    p.add_argument("--only", help="comma-separated zoo names, run in the given order (default: all)")
     p.add_argument("--num-tasks", type=int, default=2000)
     p.add_argument("--runs-dir", default="runs/zoo")
     p.add_argument("--results-dir", default="benchmarks/results/zoo")
