@@ -93,6 +93,14 @@ def test_baseline_pretrains_on_batches_then_meta_baseline_starts_from_it(omniglo
     assert all(np.isfinite(losses))
     assert 0 <= result["best_val_accuracy_mean"] <= 100
 
+    # meta-test from the config file as written (no head.num_classes): the pre-trained head's size comes
+    # from the checkpoint, and each task fine-tunes its own 5-way head
+    from fewray.platform.metatest import meta_test_checkpoint
+
+    tested = meta_test_checkpoint(tiny_config(omniglot_catalog, *BASELINE, "test.num_tasks=10"),
+                                  result["best_checkpoint"], num_workers=1, tracking_uri=uri)
+    assert tested["num_tasks"] == 10 and 0.0 <= tested["accuracy_mean"] <= 100.0
+
     # stage 2: MetaBaseline starts from the Baseline's train_result.json (its best checkpoint's backbone)
     from fewray.algorithms import build_classifier
     from fewray.platform.apis import init_classifier

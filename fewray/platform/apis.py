@@ -94,6 +94,10 @@ def init_classifier(
         cfg = config
     else:
         cfg = load_config(config, overrides)
+    if state is not None:
+        from fewray.platform.metatest import base_classes_from_checkpoint
+
+        cfg = base_classes_from_checkpoint(cfg, state)
     model = build_classifier(cfg.model.model_dump(), for_checkpoint=state is not None)
     if state is not None:
         load_model_state(model, state, path)

@@ -30,7 +30,7 @@ import numpy as np
 import ray
 import torch
 
-from fewray.algorithms import build_classifier
+from fewray.algorithms import CLASSIFIERS, build_classifier
 from fewray.platform.checkpoint import load_checkpoint, load_model_state, train_result_checkpoint
 from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
@@ -307,6 +307,22 @@ def _checkpoint_path(path: str | Path) -> Path:
     return train_result_checkpoint(p) if p.suffix == ".json" and p.is_file() else p
 
 
+def base_classes_from_checkpoint(cfg: "ExperimentConfig", state: dict) -> "ExperimentConfig":
+    """``cfg`` with the training head's ``num_classes`` of a batch-trained model (Baseline, Baseline++,
+    NegMargin) taken from the checkpoint's config when the config file leaves it out (training fills it
+    with the train split's class count, so the file alone cannot rebuild the pre-trained head)."""
+    from fewray.platform.config import config_from_dict
+
+    if not getattr(CLASSIFIERS.get(cfg.model.type), "train_on_batches", False) or "num_classes" in cfg.model.head:
+        return cfg
+    n = ((state.get("config") or {}).get("model") or {}).get("head", {}).get("num_classes")
+    if n is None:
+        return cfg
+    raw = cfg.to_dict()
+    raw["model"]["head"]["num_classes"] = int(n)
+    return config_from_dict(raw)
+
+
 def _load_for_test(cfg: "ExperimentConfig", checkpoint: str | Path, tracking_uri: str | None):
     """``(label, state, uri)``: a checkpoint path, a ``train_result.json`` or a ``models:/NAME/VERSION`` URI,
     loaded with ``weights_only=True`` and checked against ``cfg.model``; ``uri`` is the tracking URI when the
@@ -328,8 +344,9 @@ def _load_for_test(cfg: "ExperimentConfig", checkpoint: str | Path, tracking_uri
         path = _checkpoint_path(checkpoint)
         state = load_checkpoint(path)
         label = str(path)
+    cfg = base_classes_from_checkpoint(cfg, state)
     load_model_state(build_classifier(cfg.model.model_dump(), for_checkpoint=True), state, label)
-    return label, state, uri
+    return label, state, uri, cfg
 
 
 def meta_test_checkpoint(
@@ -369,7 +386,7 @@ def meta_test_checkpoint(
     from fewray.platform.plots import plot_accuracy_histogram
     from fewray.platform.tracking import log_dict_params, setup_tracking
 
-    path, state, _ = _load_for_test(cfg, checkpoint, tracking_uri)
+    path, state, _, cfg = _load_for_test(cfg, checkpoint, tracking_uri)
     model_cfg = cfg.model.model_dump()
     t = cfg.test
     EpisodicSampler(read_labels(cfg.data.root, t.split), t.ways, t.shots, t.queries, t.seed, t.split)
@@ -439,7 +456,7 @@ def meta_test_shots(
     shots = list(dict.fromkeys(int(k) for k in shots))
     if not shots or min(shots) < 1:
         raise ConfigError(f"--shots needs one or more positive integers, got {shots}")
-    label, state, _ = _load_for_test(cfg, checkpoint, tracking_uri)
+    label, state, _, cfg = _load_for_test(cfg, checkpoint, tracking_uri)
     model_cfg = cfg.model.model_dump()
     t = cfg.test
     labels = read_labels(cfg.data.root, t.split)
