@@ -375,12 +375,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
-    """Validate a raw config dict (see :func:`load_config`); relative ``data.root`` becomes absolute."""
+    """Validate a raw config dict (see :func:`load_config`); relative ``data.root`` becomes absolute, and so
+    do the model's weight-file arguments (e.g. MetaBaseline's ``pretrained_backbone``), which Ray workers
+    read from another working directory."""
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except pydantic.ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
     cfg.data.root = str(Path(cfg.data.root).expanduser().resolve()) if "://" not in cfg.data.root else cfg.data.root
+    from fewray.algorithms import CLASSIFIERS
+
+    for key in getattr(CLASSIFIERS.get(cfg.model.type), "init_file_args", ()):
+        value = getattr(cfg.model, key, None)
+        if isinstance(value, str) and value and "://" not in value:
+            setattr(cfg.model, key, str(Path(value).expanduser().resolve()))
     return cfg
 
 
