@@ -41,7 +41,7 @@ from fewray.platform.checkpoint import load_checkpoint  # noqa: E402
 from fewray.platform.data.catalog import load_split  # noqa: E402
 from fewray.platform.data.episodes import EpisodicSampler  # noqa: E402
 from fewray.platform.features import extract_features, to_float  # noqa: E402
-from fewray.platform.metatest import _checkpoint_path, run_metatest  # noqa: E402
+from fewray.platform.metatest import run_metatest  # noqa: E402
 
 
 def ci95(accs) -> float:
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/results/metatest_speed")
     args = p.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
-    state = load_checkpoint(_checkpoint_path(args.checkpoint))
+    state = load_checkpoint(args.checkpoint)  # a checkpoint.pt, its directory or a train_result.json
     model_cfg = state["config"]["model"]
     model = build_classifier(model_cfg)
     model.load_state_dict(state["model"])

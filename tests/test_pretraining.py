@@ -68,7 +68,8 @@ def test_augmentation_is_per_image_reproducible_and_keeps_shape():
 
 @pytest.mark.slow
 def test_baseline_pretrains_on_batches_then_meta_baseline_starts_from_it(omniglot_catalog, ray_local, tmp_path):
-    from fewray.platform.train import resolve_base_classes, run_metatrain
+    from fewray.platform.base_classes import resolve_base_classes
+    from fewray.platform.train import run_metatrain
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = tiny_config(omniglot_catalog, *BASELINE, "train.num_steps=12", "train.val_interval=6",

@@ -95,9 +95,9 @@ def init_classifier(
     else:
         cfg = load_config(config, overrides)
     if state is not None:
-        from fewray.platform.metatest import base_classes_from_checkpoint
+        from fewray.platform.base_classes import resolve_base_classes
 
-        cfg = base_classes_from_checkpoint(cfg, state)
+        cfg = resolve_base_classes(cfg, state)
     model = build_classifier(cfg.model.model_dump(), for_checkpoint=state is not None)
     if state is not None:
         load_model_state(model, state, path)

@@ -55,6 +55,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
+def load_weights(path: str | Path, map_location: str = "cpu") -> Any:
+    """``torch.load(..., weights_only=True)`` of the file behind ``path`` (see :func:`resolve_checkpoint`),
+    whatever it holds (a fewray checkpoint or a bare state dict).
+
+    Raises:
+        CheckpointError: missing, truncated, or a pickle that is not plain tensors and containers.
+    """
+    p = resolve_checkpoint(path)
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:200]}") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
     """Load a checkpoint file or directory with ``weights_only=True``.
 
@@ -62,10 +76,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
         CheckpointError: missing, truncated or not a fewray checkpoint.
     """
     p = resolve_checkpoint(path)
-    try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise CheckpointError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:200]}") from None
+    state = load_weights(p, map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{p} is not a fewray checkpoint (no 'model' entry)")
     return state

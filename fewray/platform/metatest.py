@@ -16,7 +16,6 @@ The flow (DESIGN.md, "frozen-backbone meta-test"):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -30,11 +29,11 @@ import numpy as np
 import ray
 import torch
 
-from fewray.algorithms import CLASSIFIERS, build_classifier
-from fewray.platform.checkpoint import load_checkpoint, load_model_state, train_result_checkpoint
+from fewray.algorithms import build_classifier
+from fewray.platform.base_classes import resolve_base_classes
+from fewray.platform.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
-from fewray.platform.errors import CheckpointError
 from fewray.platform.features import extract_features
 from fewray.platform.runtime import cluster_slots, init_ray, largest_node_cpus
 
@@ -301,28 +300,6 @@ def run_metatest(
     )
 
 
-def _checkpoint_path(path: str | Path) -> Path:
-    """Accept ``checkpoint.pt``, a checkpoint directory, or a ``train_result.json`` (its best checkpoint)."""
-    p = Path(path)
-    return train_result_checkpoint(p) if p.suffix == ".json" and p.is_file() else p
-
-
-def base_classes_from_checkpoint(cfg: "ExperimentConfig", state: dict) -> "ExperimentConfig":
-    """``cfg`` with the training head's ``num_classes`` of a batch-trained model (Baseline, Baseline++,
-    NegMargin) taken from the checkpoint's config when the config file leaves it out (training fills it
-    with the train split's class count, so the file alone cannot rebuild the pre-trained head)."""
-    from fewray.platform.config import config_from_dict
-
-    if not getattr(CLASSIFIERS.get(cfg.model.type), "train_on_batches", False) or "num_classes" in cfg.model.head:
-        return cfg
-    n = ((state.get("config") or {}).get("model") or {}).get("head", {}).get("num_classes")
-    if n is None:
-        return cfg
-    raw = cfg.to_dict()
-    raw["model"]["head"]["num_classes"] = int(n)
-    return config_from_dict(raw)
-
-
 def _load_for_test(cfg: "ExperimentConfig", checkpoint: str | Path, tracking_uri: str | None):
     """``(label, state, uri)``: a checkpoint path, a ``train_result.json`` or a ``models:/NAME/VERSION`` URI,
     loaded with ``weights_only=True`` and checked against ``cfg.model``; ``uri`` is the tracking URI when the
@@ -341,10 +318,10 @@ def _load_for_test(cfg: "ExperimentConfig", checkpoint: str | Path, tracking_uri
         state, _ = load_registered_checkpoint(str(checkpoint), tracking_uri=uri)
         label = str(checkpoint)
     else:
-        path = _checkpoint_path(checkpoint)
+        path = resolve_checkpoint(checkpoint)
         state = load_checkpoint(path)
         label = str(path)
-    cfg = base_classes_from_checkpoint(cfg, state)
+    cfg = resolve_base_classes(cfg, state)
     load_model_state(build_classifier(cfg.model.model_dump(), for_checkpoint=True), state, label)
     return label, state, uri, cfg
 

@@ -36,12 +36,13 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from fewray.algorithms import CLASSIFIERS, build_classifier
+from fewray.platform.base_classes import resolve_base_classes, trains_on_batches
 from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
 from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.data.streaming import batch_dataset, episode_dataset
-from fewray.platform.errors import CheckpointError, ConfigError, DataError, Interrupted
+from fewray.platform.errors import CheckpointError, DataError, Interrupted
 from fewray.platform.features import channels_last, extract_features, to_float
 from fewray.platform.metatest import aggregate, evaluate_tasks
 from fewray.platform.plots import plot_training_curves
@@ -276,35 +277,6 @@ def best_checkpoint(output_dir: str | Path) -> tuple[Path, dict[str, float]]:
     if not scored:
         raise CheckpointError(f"no checkpoint in {Path(output_dir) / RUN_NAME}")
     return max(scored, key=lambda dm: (dm[1]["accuracy_mean"], dm[1]["step"]))
-
-
-def trains_on_batches(cfg: ExperimentConfig) -> bool:
-    """Whether ``cfg.model`` is pre-trained on plain labelled batches (Baseline, Baseline++, NegMargin)."""
-    return bool(getattr(CLASSIFIERS.get(cfg.model.type), "train_on_batches", False))
-
-
-def resolve_base_classes(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Fill ``model.head.num_classes`` of a batch-trained model with the train split's class count.
-
-    Returns ``cfg`` itself for episodic models; otherwise a copy whose head has ``num_classes`` (the base
-    classes of the catalog's ``train`` split).
-
-    Raises:
-        ConfigError: ``model.head.num_classes`` is set and differs from the train split's class count.
-    """
-    if not trains_on_batches(cfg):
-        return cfg
-    labels = read_labels(cfg.data.root, "train")
-    n = int(labels.max()) + 1 if len(labels) else 0
-    head = dict(cfg.model.head)
-    given = head.get("num_classes")
-    if given is not None and int(given) != n:
-        raise ConfigError(f"model.head.num_classes is {given} but the train split of {cfg.data.root} has {n} "
-                          f"classes (leave it out to use the split's)")
-    head["num_classes"] = n
-    raw = cfg.to_dict()
-    raw["model"]["head"] = head
-    return config_from_dict(raw)
 
 
 def check_training_data(cfg: ExperimentConfig) -> None:

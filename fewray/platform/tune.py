@@ -49,7 +49,8 @@ from fewray.platform.tracking import (
     setup_tracking,
     start_child_run,
 )
-from fewray.platform.train import SPOOL_FILE, best_checkpoint, check_training_data, resolve_base_classes
+from fewray.platform.base_classes import resolve_base_classes
+from fewray.platform.train import SPOOL_FILE, best_checkpoint, check_training_data
 
 log = logging.getLogger(__name__)
 # CPUs reserved by a trial's Tune function itself: it only drives the TorchTrainer, whose workers reserve

@@ -24,15 +24,9 @@ def backbone_state(source: str | Path | dict[str, Any]) -> dict[str, torch.Tenso
         CheckpointError: the path does not exist or cannot be read.
     """
     if isinstance(source, (str, Path)):
-        from fewray.platform.checkpoint import resolve_checkpoint
+        from fewray.platform.checkpoint import load_weights
 
-        path = resolve_checkpoint(source)
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated file, not a tensor pickle
-            from fewray.platform.errors import CheckpointError
-
-            raise CheckpointError(f"cannot read pretrained backbone {path}: {' '.join(str(exc).split())[:200]}") from None
+        source = load_weights(source)
     state = source.get("model", source) if isinstance(source, dict) else source
     sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     return sub or dict(state)
