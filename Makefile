@@ -27,8 +27,9 @@ demo: venv data
 	$(PY) pipelines/metatest.py --config $(DEMO_CONFIG) --set data.root=$(CATALOG) \
 		--checkpoint runs/demo/train_result.json --output runs/demo/metatest.json
 
+# two xdist workers: most of the suite waits on process starts, servers and polling, not on the CPU
 test: venv
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=30 tests
 
 mlflow-ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from fewray.platform.config import load_config
-    from fewray.platform.metatest import meta_test_checkpoint
 
     overrides = list(args.overrides)
     shots = args.shots
@@ -67,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, key)
         if value is not None:
             overrides.append(f"test.{key}={value}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)  # a bad config fails here, before Ray and MLflow are imported
+    from fewray.platform.metatest import meta_test_checkpoint
+
     if shots is not None and len(shots) > 1:
         from fewray.platform.metatest import meta_test_shots
 

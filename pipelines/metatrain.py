@@ -32,13 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from fewray.platform.config import load_config
-    from fewray.platform.train import run_metatrain
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)  # a bad config fails here, before Ray and MLflow are imported
     if args.register_model is not None:
         from fewray.platform.model_registry import check_model_name
 
         check_model_name(args.register_model)  # before hours of training
+    from fewray.platform.train import run_metatrain
+
     out = args.output_dir or f"runs/{cfg.name}"
     result = run_metatrain(cfg, out, args.tracking_uri)
     if args.register_model is not None:

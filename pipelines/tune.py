@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from fewray.platform.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # a bad config fails here, before Ray and MLflow are imported
     from fewray.platform.tune import run_sweep
 
-    cfg = load_config(args.config, args.overrides)
     summary = run_sweep(cfg, args.output_dir or f"runs/{cfg.name}", args.tracking_uri, progress=sys.stderr.isatty())
     brief = {k: v for k, v in summary.items() if k != "trials"}
     print(json.dumps(brief, indent=2, default=str))

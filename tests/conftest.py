@@ -6,6 +6,7 @@ Ray is a real local instance, MLflow servers are started on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FEWRAY_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -41,15 +43,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def once_per_run(tmp_path_factory, name: str, build) -> dict:
+    """``build(directory)`` run once for the whole test run, its JSON result shared by every xdist worker.
+
+    ``make test`` runs pytest with 2 xdist workers; each has its own session fixtures, so a session fixture
+    that trains a model or builds the catalog would run twice. The first worker to ask builds it under a
+    file lock in the run's common temp directory; the others wait for the lock and read the stored result.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    target, done = root / name, root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            target.mkdir(exist_ok=True)
+            done.write_text(json.dumps(build(target), default=str))
+        return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def omniglot_catalog(tmp_path_factory) -> Path:
     """The full Omniglot catalog (Vinyals protocol) built once from the real release zips."""
     assert (OMNIGLOT_RELEASE / "images_background.zip").is_file(), f"real Omniglot release missing in {OMNIGLOT_RELEASE}"
     from fewray.platform.data.omniglot import prepare_omniglot
 
-    out = tmp_path_factory.mktemp("catalog") / "omniglot"
-    prepare_omniglot(OMNIGLOT_RELEASE, out)
-    return out
+    def build(directory: Path) -> dict:
+        prepare_omniglot(OMNIGLOT_RELEASE, directory / "omniglot")
+        return {"root": str(directory / "omniglot")}
+
+    return Path(once_per_run(tmp_path_factory, "catalog", build)["root"])
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +79,9 @@ def ray_local():
     """A real local Ray with 2 CPUs for the in-process tests."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, logging_level="ERROR", include_dashboard=False)
+    from fewray.platform.runtime import init_ray
+
+    init_ray("local", num_cpus=2)  # as the pipelines do: its own dashboard, never another Ray on the machine
     yield ray
     ray.shutdown()
 
@@ -72,14 +95,19 @@ def tiny_config(catalog: Path, *extra: str):
 
 @pytest.fixture(scope="session")
 def trained(omniglot_catalog, ray_local, tmp_path_factory) -> dict:
-    """A ProtoNet Conv4 meta-trained for a few steps with Ray Train (sqlite MLflow in a temp dir)."""
-    from fewray.platform.train import run_metatrain
+    """A ProtoNet Conv4 meta-trained for a few steps with Ray Train (sqlite MLflow in ``work``), once per run.
 
-    work = tmp_path_factory.mktemp("trained")
-    cfg = tiny_config(omniglot_catalog)
-    result = run_metatrain(cfg, work / "out", tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
-    result["work"] = work
-    return result
+    The run's ``train_result.json`` fields plus ``work``, the directory holding ``out/`` and ``mlflow.db``.
+    """
+
+    def build(work: Path) -> dict:
+        from fewray.platform.train import run_metatrain
+
+        result = run_metatrain(tiny_config(omniglot_catalog), work / "out", tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+        return {**result, "work": str(work)}
+
+    result = once_per_run(tmp_path_factory, "trained", build)
+    return {**result, "work": Path(result["work"])}
 
 
 class MlflowServer:
@@ -139,3 +167,15 @@ def which(name: str) -> str:
     """An executable of the test environment (next to its python), else from PATH."""
     local = Path(PYTHON).parent / name
     return str(local) if local.exists() else shutil.which(name) or name
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Order the run for ``make test``'s two xdist workers: tests that need no trained model first, the
+    slow ones of each group first, those that use the ``trained`` fixture last.
+
+    xdist's work-stealing scheduler hands each worker a contiguous half of this list, so one worker starts
+    on the trained model (about 100 s) while the other runs the long independent tests; a worker that runs
+    dry steals short tests from the end of the other's queue. The order is stable otherwise (file order).
+    """
+    items.sort(key=lambda item: ("trained" in getattr(item, "fixturenames", ()),
+                                 item.get_closest_marker("slow") is None))

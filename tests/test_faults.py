@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import CONFIG, PYTHON, REPO, TINY, MlflowServer
+from conftest import CONFIG, PYTHON, REPO, TINY, MlflowServer, free_port
 
 
 @pytest.mark.slow
@@ -66,10 +66,15 @@ def _train_workers(cluster) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def cluster():
+def cluster(monkeypatch):
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "dashboard_host": "127.0.0.1"})
+    # Ray Train's PlacementGroupCleaner asks the state API about its controller; point every process of this
+    # cluster at its own dashboard, not at whichever Ray was started last on the machine (another test's)
+    port = free_port()
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", f"http://127.0.0.1:{port}")
+    c = Cluster(initialize_head=True,
+                head_node_args={"num_cpus": 1, "dashboard_host": "127.0.0.1", "dashboard_port": port})
     c.add_node(num_cpus=1)
     c.wait_for_nodes()
     yield c

@@ -12,8 +12,18 @@ import pytest
 from conftest import PYTHON, REPO, free_port
 
 
+def _nodes_seen_by_state_api_in_a_task(ray) -> list[str]:
+    @ray.remote(num_cpus=0)
+    def nodes() -> list[str]:
+        from ray.util.state import list_nodes
+
+        return sorted(n.node_id for n in list_nodes())
+
+    return ray.get(nodes.remote(), timeout=60)
+
+
 @pytest.mark.slow
-def test_readme_cluster_section_with_local_scripts(trained, omniglot_catalog, tmp_path):
+def test_readme_cluster_section_with_local_scripts(trained, omniglot_catalog, ray_local, tmp_path):
     ports = {k: str(free_port()) for k in ("GCS_PORT", "DASHBOARD_PORT", "MLFLOW_PORT")}
     # agent ports come in blocks of 4 (see start.sh); pick bases well apart from each other
     ports["HEAD_AGENT_PORT"], ports["WORKER_AGENT_PORT"] = "52905", "52915"
@@ -33,6 +43,9 @@ def test_readme_cluster_section_with_local_scripts(trained, omniglot_catalog, tm
             k, v = kv.split("=", 1)
             env[k] = v
         assert env["RAY_ADDRESS"] == f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
+        # start.sh's `ray start` recorded its head in /tmp/ray/ray_current_cluster; the state API inside this
+        # session's local Ray (Ray Train's PlacementGroupCleaner uses it) must still see this Ray, not that one
+        assert _nodes_seen_by_state_api_in_a_task(ray_local) == sorted(n["NodeID"] for n in ray_local.nodes())
         out = tmp_path / "metatest_cluster.json"
         # the README's command (paths of this test's checkpoint and catalog)
         submit = subprocess.run(

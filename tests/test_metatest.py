@@ -24,6 +24,7 @@ def test_chunks_cover_every_task_once():
         assert ids == list(range(n))
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_give_identical_accuracy(trained, omniglot_catalog, ray_local):
     cfg = tiny_config(omniglot_catalog)
     state = load_checkpoint(trained["best_checkpoint"])

@@ -25,6 +25,7 @@ def test_parse_model_uri():
         parse_model_uri("models:/only-a-name")
 
 
+@pytest.mark.slow
 def test_register_load_and_metatest_registered_model(trained, omniglot_catalog, ray_local, mlflow_server, tmp_path):
     client = MlflowClient(mlflow_server.uri)
     exp = client.create_experiment("registry-test")
@@ -47,7 +48,7 @@ def test_register_load_and_metatest_registered_model(trained, omniglot_catalog, 
     assert all(torch.equal(state["model"][k], original["model"][k]) for k in original["model"])
 
     # unknown name / version / alias: one line naming it
-    for uri, message in [(f"models:/no-such-model/1", "no registered model named 'no-such-model'"),
+    for uri, message in [("models:/no-such-model/1", "no registered model named 'no-such-model'"),
                          (f"models:/{NAME}/7", f"registered model '{NAME}' has no version 7"),
                          (f"models:/{NAME}@champion", f"registered model '{NAME}' has no alias 'champion'")]:
         with pytest.raises(CheckpointError, match=message) as err:

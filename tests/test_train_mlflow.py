@@ -3,12 +3,14 @@
 import json
 
 import matplotlib.image as mpimg
+import pytest
 from mlflow.tracking import MlflowClient
 
 from fewray.platform.train import run_metatrain
 from conftest import tiny_config
 
 
+@pytest.mark.slow
 def test_train_run_reads_back_from_mlflow_server(omniglot_catalog, ray_local, mlflow_server, tmp_path):
     cfg = tiny_config(omniglot_catalog, "train.num_workers=2", "train.num_steps=20", "train.val_interval=10",
                       "tracking.experiment=server-test")

@@ -66,6 +66,7 @@ def test_tune_pipeline_needs_a_tune_section():
                                                 "num_samples, ...)"]
 
 
+@pytest.mark.slow
 def test_sweep_parent_and_nested_trials_read_back_from_mlflow_server(omniglot_catalog, ray_local, mlflow_server,
                                                                       tmp_path):
     cfg = tiny_config(omniglot_catalog, *TINY_SWEEP, "tracking.experiment=sweep-test")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 
 import ray
@@ -21,19 +22,41 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     ``RAY_AUTH_MODE`` defaults to ``disabled`` so that a local head started later with
     ``ray start`` and ``ray job submit`` agree (see ../shared/STACK.md).
+
+    A new local Ray gets its dashboard on a free port of 127.0.0.1, and ``RAY_API_SERVER_ADDRESS``
+    points there for the driver and every Ray process it starts. Ray Train's ``PlacementGroupCleaner``
+    asks the state API whether the training controller is alive without an address; left to
+    auto-detection it asks the newest *other* Ray on the machine (``/tmp/ray/ray_current_cluster``, written
+    by ``ray start`` or ``cluster/local/start.sh``), which does not know our controller: the cleaner then
+    dies with a traceback in the log or, if it already holds the run's placement group, removes it.
+
+    Args:
+        address: a Ray address (``auto``, ``host:port``, ``ray://...``) or None for ``RAY_ADDRESS``/local.
+        num_cpus: CPUs of a new local Ray (ignored when connecting to a cluster); None for all.
     """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    kwargs = {"num_cpus": num_cpus} if num_cpus and address == "local" else {}
+    kwargs: dict = {"num_cpus": num_cpus} if num_cpus and address == "local" else {}
+    if address == "local":
+        port = _free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
     before = signal.getsignal(signal.SIGTERM)
     ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
     # ray.init replaces the driver's SIGTERM handler with a plain exit; keep a handler the caller installed
     # (the pipelines' run_cli turns SIGTERM into a clean stop, exit 143, that a re-run resumes from)
     if callable(before) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, before)
+
+
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cluster_slots() -> tuple[int, int]:
