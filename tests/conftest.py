@@ -74,16 +74,35 @@ def omniglot_catalog(tmp_path_factory) -> Path:
     return Path(once_per_run(tmp_path_factory, "catalog", build)["root"])
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """A real local Ray with 2 CPUs for the in-process tests."""
+def session_ray_address() -> str:
+    """The address of this test process's local Ray (2 CPUs), started on first use as the pipelines do."""
     import ray
 
     from fewray.platform.runtime import init_ray
 
-    init_ray("local", num_cpus=2)  # as the pipelines do: its own dashboard, never another Ray on the machine
+    init_ray("local", num_cpus=2)  # its own dashboard, never another Ray on the machine
+    return ray.get_runtime_context().gcs_address
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray with 2 CPUs for the in-process tests (and the pipelines the tests run)."""
+    import ray
+
+    session_ray_address()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_inherited_tracking_uri(monkeypatch):
+    """Each test starts without ``MLFLOW_TRACKING_URI``, as a user's fresh shell, and leaves none behind.
+
+    ``mlflow.set_tracking_uri`` (called by in-process trainings and registrations) also exports the URI to
+    this process's environment; a later pipeline subprocess of the same xdist worker would inherit the URI of
+    a server that test already stopped.
+    """
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 def tiny_config(catalog: Path, *extra: str):
@@ -95,7 +114,8 @@ def tiny_config(catalog: Path, *extra: str):
 
 @pytest.fixture(scope="session")
 def trained(omniglot_catalog, ray_local, tmp_path_factory) -> dict:
-    """A ProtoNet Conv4 meta-trained for a few steps with Ray Train (sqlite MLflow in ``work``), once per run.
+    """A ProtoNet Conv4 meta-trained for 30 steps by 2 Ray Train (DDP) workers, logged to a sqlite MLflow
+    store in ``work`` (artifacts in ``work/mlruns``), once per run.
 
     The run's ``train_result.json`` fields plus ``work``, the directory holding ``out/`` and ``mlflow.db``.
     """
@@ -103,7 +123,8 @@ def trained(omniglot_catalog, ray_local, tmp_path_factory) -> dict:
     def build(work: Path) -> dict:
         from fewray.platform.train import run_metatrain
 
-        result = run_metatrain(tiny_config(omniglot_catalog), work / "out", tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+        cfg = tiny_config(omniglot_catalog, "train.num_workers=2", "tracking.experiment=trained")
+        result = run_metatrain(cfg, work / "out", tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
         return {**result, "work": str(work)}
 
     result = once_per_run(tmp_path_factory, "trained", build)
@@ -111,10 +132,11 @@ def trained(omniglot_catalog, ray_local, tmp_path_factory) -> dict:
 
 
 class MlflowServer:
-    """A real ``mlflow server`` on 127.0.0.1 with a sqlite store in ``root``."""
+    """A real ``mlflow server`` on 127.0.0.1 with a sqlite store in ``root`` (or ``backend_store_uri``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, backend_store_uri: str | None = None) -> None:
         self.root = root
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -122,7 +144,7 @@ class MlflowServer:
     def start(self, timeout: float = 60.0) -> None:
         mlflow_bin = Path(PYTHON).parent / "mlflow"
         self.proc = subprocess.Popen(
-            [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            [str(mlflow_bin), "server", "--backend-store-uri", self.backend_store_uri,
              "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=open(self.root / "server.log", "ab"),
@@ -157,8 +179,12 @@ def mlflow_server(tmp_path):
 
 
 def run_pipeline(script: str, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``pipelines/<script>`` as a user would, capturing output."""
-    full_env = {**os.environ, **(env or {})}
+    """Run ``pipelines/<script>`` as a user would, capturing output.
+
+    The pipeline joins this test process's Ray (``RAY_ADDRESS``, as a user joins a running cluster) instead
+    of starting a Ray of its own each time; ``env={"RAY_ADDRESS": ""}`` makes it start its own local Ray.
+    """
+    full_env = {**os.environ, "RAY_ADDRESS": session_ray_address(), **(env or {})}
     return subprocess.run([PYTHON, str(REPO / "pipelines" / script), *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=REPO)
 

@@ -28,7 +28,7 @@ def test_chunks_cover_every_task_once():
 def test_one_and_two_workers_give_identical_accuracy(trained, omniglot_catalog, ray_local):
     cfg = tiny_config(omniglot_catalog)
     state = load_checkpoint(trained["best_checkpoint"])
-    common = dict(model_cfg=cfg.model.model_dump(), model_state=state["model"], root=cfg.data.root, split="test",
+    common = dict(model_cfg=cfg.model.model_dump(), model_state=state["model"], root=cfg.data.root, split="val",
                   channels=1, ways=5, shots=1, queries=15, num_tasks=300, seed=0, batch_size=1024)
     one = run_metatest(**common, num_workers=1)
     two = run_metatest(**common, num_workers=2)

@@ -56,12 +56,13 @@ def test_register_load_and_metatest_registered_model(trained, omniglot_catalog, 
         assert "\n" not in str(err.value)
 
     # the pipeline meta-tests models:/NAME/VERSION at 1 and 5 shots in one run, with an accuracy-vs-shots plot
-    cfg = tiny_config(omniglot_catalog, "test.num_tasks=60", "tracking.experiment=registry-test")
+    # (the val split: a third of the test split's images to embed, three times)
+    cfg = tiny_config(omniglot_catalog, "test.num_tasks=60", "test.split=val", "tracking.experiment=registry-test")
     direct = meta_test_checkpoint(cfg, trained["best_checkpoint"], num_workers=2, tracking_uri=mlflow_server.uri)
     out = tmp_path / "shots.json"
     proc = run_pipeline(
         "metatest.py", "--config", str(CONFIG), "--checkpoint", f"models:/{NAME}/1", "--shots", "1,5",
-        "--num-tasks", "60", "--num-workers", "2", "--tracking-uri", mlflow_server.uri, "--output", str(out),
+        "--num-tasks", "60", "--split", "val", "--num-workers", "2", "--tracking-uri", mlflow_server.uri, "--output", str(out),
         "--set", f"data.root={omniglot_catalog}", "--set", "tracking.experiment=registry-test",
         env={"RAY_ADDRESS": ""}, timeout=240,
     )

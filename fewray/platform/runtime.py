@@ -24,7 +24,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ``ray start`` and ``ray job submit`` agree (see ../shared/STACK.md).
 
     A new local Ray gets its dashboard on a free port of 127.0.0.1, and ``RAY_API_SERVER_ADDRESS``
-    points there for the driver and every Ray process it starts. Ray Train's ``PlacementGroupCleaner``
+    points there in the environment of every Ray process it starts (set while ``ray.init`` spawns them,
+    then restored in the driver, so that a ``ray job submit`` this process runs still goes to the address it
+    is given). Ray Train's ``PlacementGroupCleaner``
     asks the state API whether the training controller is alive without an address; left to
     auto-detection it asks the newest *other* Ray on the machine (``/tmp/ray/ray_current_cluster``, written
     by ``ray start`` or ``cluster/local/start.sh``), which does not know our controller: the cleaner then
@@ -40,12 +42,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict = {"num_cpus": num_cpus} if num_cpus and address == "local" else {}
+    api_server = os.environ.get("RAY_API_SERVER_ADDRESS")
     if address == "local":
         port = _free_port()
-        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by the Ray processes
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
     before = signal.getsignal(signal.SIGTERM)
-    ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
+    try:
+        ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level="WARNING", **kwargs)
+    finally:
+        if api_server is None:
+            os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+        else:
+            os.environ["RAY_API_SERVER_ADDRESS"] = api_server
     # ray.init replaces the driver's SIGTERM handler with a plain exit; keep a handler the caller installed
     # (the pipelines' run_cli turns SIGTERM into a clean stop, exit 143, that a re-run resumes from)
     if callable(before) and threading.current_thread() is threading.main_thread():

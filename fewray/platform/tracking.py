@@ -52,6 +52,9 @@ def server_problem(uri: str, timeout: float) -> str | None:
 def setup_tracking(uri: str | None, experiment: str) -> str:
     """Point MLflow at ``uri`` (see :func:`resolve_tracking_uri`), check a server answers, select ``experiment``.
 
+    A new experiment in a ``sqlite:///PATH`` store gets its artifacts in ``mlruns/`` next to ``PATH`` (what
+    ``make mlflow-ui`` serves), whichever directory the run starts from.
+
     Returns:
         The resolved tracking URI (pass it to workers).
 
@@ -63,6 +66,14 @@ def setup_tracking(uri: str | None, experiment: str) -> str:
     if problem:
         raise TrackingError(f"MLflow tracking server {uri} is unreachable ({problem})")
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
+        # a new experiment in a sqlite store keeps its artifacts next to the database, not in ./mlruns of
+        # whatever directory this process happens to run in
+        artifacts = Path(uri[len("sqlite:///"):]).parent / "mlruns"
+        try:
+            mlflow.create_experiment(experiment, artifact_location=artifacts.resolve().as_uri())
+        except mlflow.exceptions.MlflowException:
+            pass  # created meanwhile by another process: set_experiment selects it
     mlflow.set_experiment(experiment)
     return uri
 

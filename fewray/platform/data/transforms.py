@@ -12,10 +12,14 @@ these presets to each image independently, on uint8 tensors ``(C, H, W)``:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+# torch and torchvision are imported when a preset other than ``none`` is built: the Ray Data processes that
+# build Omniglot episodes (no augmentation) then never pay their import (about 2.5 s of CPU per process)
 
 AUGMENTATIONS = ("none", "standard", "flip")
 
@@ -72,6 +76,8 @@ class Augmenter:
         """``(B, C, H, W)`` uint8 -> augmented ``(B, C, image_size, image_size)`` uint8 (``images`` if ``none``)."""
         if self.transform is None:
             return images
+        import torch
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1_000_003 + int(key))
             out = [self.transform(torch.from_numpy(np.ascontiguousarray(img))) for img in images]
