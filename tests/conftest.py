@@ -148,6 +148,7 @@ class MlflowServer:
              "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=open(self.root / "server.log", "ab"),
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as cluster/local/start.sh
         )
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -2,7 +2,8 @@
 
 - a worker node removed in the middle of a meta-test: every task counted once, same accuracy;
 - one meta-training that survives, in turn, a killed Ray Train worker (FailureConfig), an MLflow server
-  stopped and started again, and a SIGTERM followed by a re-run with the same output directory.
+  stopped and started again, and a SIGTERM followed by a re-run with the same output directory (and 20 more
+  steps: a finished or interrupted run is extended by raising train.num_steps).
 """
 
 from __future__ import annotations
@@ -121,13 +122,15 @@ def test_training_survives_worker_kill_mlflow_restart_and_sigterm(omniglot_catal
     assert f"MLflow tracking server {server.uri} unreachable" in first
     assert at_term < 100
 
-    # 4. the same command again resumes (same output dir, same MLflow run) and finishes at step 100
-    again = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=400)
+    # 4. the same command again, asking for 20 more steps, resumes (same output dir, same MLflow run) and
+    #    finishes at step 120
+    again = subprocess.run([*args, "--set", "train.num_steps=120"], capture_output=True, text=True, env=env,
+                           cwd=REPO, timeout=400)
     try:
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         result = json.loads((out / "train_result.json").read_text())
         assert result["resumed_from_step"] >= at_term
-        assert _checkpoint_steps(out)[-1] == 100
+        assert _checkpoint_steps(out)[-1] == 120
 
         from mlflow.tracking import MlflowClient
 
@@ -137,8 +140,8 @@ def test_training_survives_worker_kill_mlflow_restart_and_sigterm(omniglot_catal
         restored = [m.value for m in client.get_metric_history(run_id, "restored_from_step")]
         assert restored and min(restored) >= at_kill  # lost at most one checkpoint interval
         loss_steps = {m.step for m in client.get_metric_history(run_id, "loss")}
-        assert loss_steps == set(range(5, 101, 5)), sorted(loss_steps)  # the outage window included
+        assert loss_steps == set(range(5, 121, 5)), sorted(loss_steps)  # the outage window included
         val_steps = {m.step for m in client.get_metric_history(run_id, "val_accuracy_mean")}
-        assert val_steps == set(range(20, 101, 20)), sorted(val_steps)
+        assert val_steps == set(range(20, 121, 20)), sorted(val_steps)
     finally:
         server.stop()

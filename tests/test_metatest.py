@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from fewray.platform.checkpoint import load_checkpoint
-from fewray.platform.metatest import aggregate, chunks, run_metatest
+from fewray.platform.data.catalog import read_labels
+from fewray.platform.data.episodes import EpisodicSampler
+from fewray.platform.metatest import aggregate, chunks, run_metatest, split_inputs, task_images
 from conftest import tiny_config
 
 
@@ -70,3 +72,22 @@ def test_finetune_and_maml_fan_out_with_worker_count_invariance(model_cfg, train
     assert one.task_accuracies == two.task_accuracies
     assert one.accuracy_mean == two.accuracy_mean and one.ci95 == two.ci95
     assert one.accuracy_mean > 30.0  # adapting to the support set beats chance (20%)
+
+
+def test_a_few_tasks_embed_only_their_images_with_the_same_accuracies(trained, omniglot_catalog, ray_local):
+    labels = read_labels(str(omniglot_catalog), "val")
+    assert task_images(labels, [(5, 1, 15, 0)], 300) is None  # most of the split: embed all of it
+    ids = task_images(labels, [(5, 1, 15, 0), (5, 5, 15, 0)], 20, "val")  # 1- and 5-shot on one pass
+    assert len(ids) < len(labels) / 5 and np.all(np.diff(ids) > 0)
+    for shots in (1, 5):
+        ep = EpisodicSampler(labels, 5, shots, 15, 0).episode(19)
+        assert set(ep.support_idx) | set(ep.query_idx) <= set(ids.tolist())
+
+    cfg = tiny_config(omniglot_catalog)
+    state = load_checkpoint(trained["best_checkpoint"])["model"]
+    common = dict(model_cfg=cfg.model.model_dump(), model_state=state, root=cfg.data.root, split="val",
+                  channels=1, ways=5, shots=1, queries=15, num_tasks=20, seed=0)
+    whole = run_metatest(**common, inputs=split_inputs(cfg.model.model_dump(), state, cfg.data.root, "val", 1))
+    few = run_metatest(**common)  # embeds only the images of its 20 tasks
+    assert sorted(few.task_accuracies) == list(range(20))
+    assert few.task_accuracies == pytest.approx(whole.task_accuracies)

@@ -34,7 +34,8 @@ wait_http() {  # URL, what: poll until something answers (any HTTP status)
     exit 1
 }
 
-nohup "$BIN/mlflow" server --backend-store-uri "sqlite:///$STATE/mlflow.db" \
+# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: no server-side job runner (GenAI jobs; fewray runs none)
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false nohup "$BIN/mlflow" server --backend-store-uri "sqlite:///$STATE/mlflow.db" \
     --artifacts-destination "$STATE/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" \
     > "$STATE/mlflow.log" 2>&1 &
 echo $! > "$STATE/mlflow.pid"

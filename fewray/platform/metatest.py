@@ -148,15 +148,52 @@ def _build(model_cfg: dict, state: dict) -> torch.nn.Module:
     return model
 
 
-def _extract(model_cfg: dict, state: dict, root: str, split: str, channels: int, batch_size: int, threads: int):
-    """Features of the split (one backbone pass), or its images for a model that adapts its backbone."""
+def _extract(model_cfg: dict, state: dict, root: str, split: str, channels: int, batch_size: int, threads: int,
+             image_ids: np.ndarray | None = None):
+    """Features of the split (one backbone pass), or its images for a model that adapts its backbone.
+
+    With ``image_ids`` only those images go through the backbone; the rows of the other images are zeros
+    (no task reads them).
+    """
     torch.set_num_threads(max(1, threads))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _build(model_cfg, state).to(device)
     data = load_split(root, split, channels)
     if not getattr(model, "frozen_backbone_at_test", True):
         return np.ascontiguousarray(data.images), data.labels
-    return extract_features(model, data.images, batch_size, device).numpy(), data.labels
+    if image_ids is None:
+        return extract_features(model, data.images, batch_size, device).numpy(), data.labels
+    used = extract_features(model, data.images[image_ids], batch_size, device).numpy()
+    feats = np.zeros((len(data.labels), *used.shape[1:]), dtype=used.dtype)
+    feats[image_ids] = used
+    return feats, data.labels
+
+
+def task_images(labels: np.ndarray, settings: list[tuple[int, int, int, int]], num_tasks: int,
+                split: str = "", fraction: float = 0.5) -> np.ndarray | None:
+    """The split's images that tasks ``0..num_tasks-1`` use, when they are few enough to embed alone.
+
+    A meta-test of a few tasks (a quick check, a CI run) then embeds a few thousand images, not the whole
+    split; a full meta-test (2000 5-way tasks) touches nearly every image and embeds the split as before.
+
+    Args:
+        labels: ``(M,)`` classes of the split; settings: ``(ways, shots, queries, seed)`` of every episode
+            shape evaluated on one feature pass (e.g. one per shot count); num_tasks: episodes per setting.
+        fraction: return None (embed everything) when the tasks may touch more than this share of the images.
+
+    Returns:
+        Sorted unique image indices, or None.
+    """
+    draws = sum(w * (k + q) for w, k, q, _ in settings) * num_tasks
+    if draws > fraction * len(labels):  # upper bound of the images used: not worth a subset
+        return None
+    ids = []
+    for ways, shots, queries, seed in settings:
+        sampler = EpisodicSampler(labels, ways, shots, queries, seed, split)
+        for t in range(num_tasks):
+            ep = sampler.episode(t)
+            ids += [ep.support_idx, ep.query_idx]
+    return np.unique(np.concatenate(ids))
 
 
 def _evaluate_chunk(model_cfg: dict, state: dict, feats: np.ndarray, labels: np.ndarray, episode: dict, task_ids):
@@ -201,11 +238,12 @@ class SplitInputs:
 
 
 def split_inputs(model_cfg: dict, model_state: dict, root: str, split: str, channels: int,
-                 batch_size: int = 512) -> SplitInputs:
+                 batch_size: int = 512, image_ids: np.ndarray | None = None) -> SplitInputs:
     """Start the one feature pass over ``split`` (a Ray task; on a GPU when the cluster has one).
 
     Returns at once with references; :func:`run_metatest` evaluates tasks on them, and several calls
-    (shot counts, seeds) can share one pass.
+    (shot counts, seeds) can share one pass. ``image_ids`` (:func:`task_images`) restricts the pass to
+    the images those tasks use.
     """
     gpus, _ = cluster_slots()
     extract_opts = {"num_gpus": 1} if gpus else {"num_cpus": largest_node_cpus()}
@@ -214,7 +252,7 @@ def split_inputs(model_cfg: dict, model_state: dict, root: str, split: str, chan
     feats_ref, labels_ref = (
         ray.remote(_extract)
         .options(num_returns=2, max_retries=3, **extract_opts)
-        .remote(model_cfg, state_ref, root, split, channels, batch_size, threads)
+        .remote(model_cfg, state_ref, root, split, channels, batch_size, threads, image_ids)
     )
     return SplitInputs(state_ref, feats_ref, labels_ref)
 
@@ -256,13 +294,15 @@ def run_metatest(
             (checked on the driver before any task starts).
     """
     t0 = time.perf_counter()
-    EpisodicSampler(read_labels(root, split), ways, shots, queries, seed, split)  # fail fast, one line
+    labels = read_labels(root, split)
+    EpisodicSampler(labels, ways, shots, queries, seed, split)  # fail fast, one line
     gpus, cpus = cluster_slots()
     num_workers = num_workers or max(1, gpus or cpus)
     for _ in range(num_workers if prewarm else 0):  # fire and forget: they finish during the feature pass
         ray.remote(_warm_up).options(num_cpus=0).remote()
     if inputs is None:
-        inputs = split_inputs(model_cfg, model_state, root, split, channels, batch_size)
+        image_ids = task_images(labels, [(ways, shots, queries, seed)], num_tasks, split)
+        inputs = split_inputs(model_cfg, model_state, root, split, channels, batch_size, image_ids)
     state_ref, feats_ref, labels_ref = inputs.state_ref, inputs.feats_ref, inputs.labels_ref
     episode = dict(ways=ways, shots=shots, queries=queries, seed=seed, split=split)
     eval_opts = {"num_gpus": 1} if gpus else {"num_cpus": 1}
@@ -450,7 +490,9 @@ def meta_test_shots(
         mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
         with tqdm(total=t.num_tasks * len(shots), unit="task", desc="meta-test", disable=not progress) as bar, \
                 tempfile.TemporaryDirectory() as d:
-            inputs = split_inputs(model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels, t.batch_size)
+            image_ids = task_images(labels, [(t.ways, k, t.queries, t.seed) for k in shots], t.num_tasks, t.split)
+            inputs = split_inputs(model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels, t.batch_size,
+                                  image_ids)
             for k in shots:  # one feature pass serves every shot count
                 bar.set_postfix_str(f"{k}-shot")
                 res = run_metatest(

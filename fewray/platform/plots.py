@@ -14,7 +14,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import json  # noqa: E402
-import math  # noqa: E402
 from typing import Any  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
