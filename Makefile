@@ -27,7 +27,7 @@ demo: venv data
 	$(PY) pipelines/metatest.py --config $(DEMO_CONFIG) --set data.root=$(CATALOG) \
 		--checkpoint runs/demo/train_result.json --output runs/demo/metatest.json
 
-# two xdist workers: most of the suite waits on process starts, servers and polling, not on the CPU
+# two xdist workers: one test's process starts, server start-ups and polling overlap another's compute
 test: venv
 	$(PY) -m pytest -q -n 2 --dist worksteal --durations=30 tests
 

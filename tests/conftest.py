@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+
+from fewray.platform.runtime import free_port  # noqa: F401 (the tests import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FEWRAY_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -34,13 +35,6 @@ TINY = [
     "train.log_interval=5", "train.torch_threads=1", "val.ways=5", "val.num_tasks=40",
     "test.num_tasks=200",
 ]
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def once_per_run(tmp_path_factory, name: str, build) -> dict:

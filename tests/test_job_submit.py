@@ -30,7 +30,7 @@ def test_readme_cluster_section_with_local_scripts(trained, omniglot_catalog, ra
     state = tmp_path / "cluster"
     env = {**os.environ, **ports, "VENV": str(Path(PYTHON).parent.parent), "FEWRAY_LOCAL_CLUSTER_DIR": str(state),
            "PATH": f"{Path(PYTHON).parent}:{os.environ['PATH']}"}
-    for inherited in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):  # a user's fresh shell has neither
+    for inherited in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):  # not in a user's fresh shell
         env.pop(inherited, None)
     start = subprocess.run(["bash", str(REPO / "cluster" / "local" / "start.sh")], env=env, cwd=REPO,
                            capture_output=True, text=True, timeout=300)

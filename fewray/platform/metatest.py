@@ -161,11 +161,12 @@ def _extract(model_cfg: dict, state: dict, root: str, split: str, channels: int,
     data = load_split(root, split, channels)
     if not getattr(model, "frozen_backbone_at_test", True):
         return np.ascontiguousarray(data.images), data.labels
-    if image_ids is None:
-        return extract_features(model, data.images, batch_size, device).numpy(), data.labels
-    used = extract_features(model, data.images[image_ids], batch_size, device).numpy()
-    feats = np.zeros((len(data.labels), *used.shape[1:]), dtype=used.dtype)
-    feats[image_ids] = used
+    images = data.images if image_ids is None else data.images[image_ids]
+    feats = extract_features(model, images, batch_size, device).numpy()
+    if image_ids is not None:  # scatter back to split positions: tasks index the split
+        full = np.zeros((len(data.labels), *feats.shape[1:]), dtype=feats.dtype)
+        full[image_ids] = feats
+        feats = full
     return feats, data.labels
 
 

@@ -23,14 +23,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ``RAY_AUTH_MODE`` defaults to ``disabled`` so that a local head started later with
     ``ray start`` and ``ray job submit`` agree (see ../shared/STACK.md).
 
-    A new local Ray gets its dashboard on a free port of 127.0.0.1, and ``RAY_API_SERVER_ADDRESS``
-    points there in the environment of every Ray process it starts (set while ``ray.init`` spawns them,
-    then restored in the driver, so that a ``ray job submit`` this process runs still goes to the address it
-    is given). Ray Train's ``PlacementGroupCleaner``
-    asks the state API whether the training controller is alive without an address; left to
-    auto-detection it asks the newest *other* Ray on the machine (``/tmp/ray/ray_current_cluster``, written
-    by ``ray start`` or ``cluster/local/start.sh``), which does not know our controller: the cleaner then
-    dies with a traceback in the log or, if it already holds the run's placement group, removes it.
+    A new local Ray gets its dashboard on a free port of 127.0.0.1, and ``RAY_API_SERVER_ADDRESS`` points
+    there in the environment of every Ray process it starts (set while ``ray.init`` spawns them, then
+    restored in the driver, so that a ``ray job submit`` this process runs still goes where it is told).
+    Ray Train's ``PlacementGroupCleaner`` asks the state API whether the training controller is alive
+    without an address; left to auto-detection it asks the newest *other* Ray on the machine
+    (``/tmp/ray/ray_current_cluster``, written by ``ray start`` or ``cluster/local/start.sh``), which does
+    not know our controller: the cleaner then dies with a traceback in the log or, if it already holds the
+    run's placement group, removes it.
 
     Args:
         address: a Ray address (``auto``, ``host:port``, ``ray://...``) or None for ``RAY_ADDRESS``/local.
@@ -44,7 +44,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     kwargs: dict = {"num_cpus": num_cpus} if num_cpus and address == "local" else {}
     api_server = os.environ.get("RAY_API_SERVER_ADDRESS")
     if address == "local":
-        port = _free_port()
+        port = free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by the Ray processes
         kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
     before = signal.getsignal(signal.SIGTERM)
@@ -61,8 +61,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         signal.signal(signal.SIGTERM, before)
 
 
-def _free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server about to bind it; another process may take it first)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
