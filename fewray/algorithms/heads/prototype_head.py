@@ -37,7 +37,11 @@ class PrototypeHead(nn.Module):
     (mmfewshot's PrototypeHead with its CrossEntropyLoss).
 
     Args:
-        temperature (float): scores are multiplied by this (1.0 reproduces the paper). Default 1.0.
+        temperature (float): scores are multiplied by this (1.0 reproduces the paper). Default 1.0. With
+            high-dimensional features (Conv4 at 84x84: 1600-d, squared distances of about 900 at
+            initialisation) 1.0 starts with a saturated softmax and short schedules barely learn; a smaller
+            scale such as 0.01 (TADAM's metric scaling, Oreshkin et al. 2018) trains from the first episodes
+            (``benchmarks/protonet_temperature.py``).
 
     Meta-test protocol (mmfewshot): :meth:`before_forward_support` clears state,
     :meth:`forward_support` accumulates support features ``(M, D)`` with labels ``(M,)``,
