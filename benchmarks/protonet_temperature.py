@@ -32,12 +32,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import machine_info  # noqa: E402
 
 from fewray.algorithms import build_classifier  # noqa: E402
+from fewray.algorithms.heads.prototype_head import neg_sq_euclidean, prototypes  # noqa: E402
 from fewray.platform.config import load_config  # noqa: E402
 from fewray.platform.data.catalog import load_split  # noqa: E402
 from fewray.platform.data.episodes import EpisodicSampler  # noqa: E402
 from fewray.platform.data.transforms import Augmenter  # noqa: E402
 from fewray.platform.features import extract_features, to_float  # noqa: E402
 from fewray.platform.metatest import aggregate, evaluate_tasks  # noqa: E402
+from fewray.platform.train import make_optimizer  # noqa: E402
 
 CONFIG = ROOT / "configs/classification/proto_net/conv4_caltech101.yaml"
 OUT = ROOT / "benchmarks/results/protonet_temperature"
@@ -51,19 +53,19 @@ def initial_distances(cfg, images: np.ndarray, sampler: EpisodicSampler) -> floa
     with torch.no_grad():
         s = model.extract_feat(to_float(images[e.support_idx]))
         q = model.extract_feat(to_float(images[e.query_idx]))
-    protos = s.view(sampler.ways, sampler.shots, -1).mean(1)
-    return float(torch.cdist(q, protos).pow(2).median())
+    protos = prototypes(s, torch.from_numpy(e.support_label), sampler.ways)
+    return float(-neg_sq_euclidean(q, protos).median())
 
 
-def train_and_validate(cfg, temperature: float, train, val, steps: int, window: int, val_tasks: int) -> dict:
-    """Meta-train ``steps`` episodes at ``temperature``, then meta-validate 5-way 1-shot."""
+def train_and_validate(cfg, temperature: float, train, val, sampler: EpisodicSampler, steps: int, window: int,
+                       val_tasks: int) -> dict:
+    """Meta-train ``steps`` episodes of ``sampler`` at ``temperature`` (the config's optimizer and schedule), then
+    meta-validate with the config's ``val`` setting."""
     torch.manual_seed(cfg.seed)
     model_cfg = cfg.model.model_dump()
     model_cfg["head"] = {**model_cfg["head"], "temperature": temperature}
     model = build_classifier(model_cfg).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.optimizer.lr)
-    t = cfg.train
-    sampler = EpisodicSampler(train.labels, t.ways, t.shots, t.queries, cfg.seed, "train")
+    opt, sched = make_optimizer(model, cfg)
     augment = Augmenter(cfg.data.augment, cfg.data.image_size, cfg.seed)
     losses, accs, t0 = [], [], time.perf_counter()
     for i in range(steps):
@@ -75,13 +77,14 @@ def train_and_validate(cfg, temperature: float, train, val, steps: int, window: 
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()
+        sched.step()
         losses.append(float(out["loss"].detach()))
         accs.append(100 * float(out["accuracy"]))
     train_seconds = time.perf_counter() - t0
     model.eval()
     feats = extract_features(model, val.images)
     v = cfg.val
-    per_task = evaluate_tasks(model, feats, val.labels, v.ways, 1, v.queries, v.seed, range(val_tasks), "val")
+    per_task = evaluate_tasks(model, feats, val.labels, v.ways, v.shots, v.queries, v.seed, range(val_tasks), "val")
     mean, _, ci95 = aggregate(per_task)
     windows = [(k + window, float(np.mean(losses[k:k + window])), float(np.mean(accs[k:k + window])))
                for k in range(0, steps, window)]
@@ -89,13 +92,16 @@ def train_and_validate(cfg, temperature: float, train, val, steps: int, window: 
             "train_seconds": train_seconds}
 
 
-def render(rows: list[dict], d0: float, args, info: dict) -> str:
+def render(cfg, rows: list[dict], d0: float, args, info: dict) -> str:
     """Markdown table: one row per temperature, loss / accuracy per window, meta-val accuracy."""
+    t, v, o = cfg.train, cfg.val, cfg.train.optimizer
     steps = [w[0] for w in rows[0]["windows"]]
-    head = ["temperature", *(f"loss / acc @ep {s}" for s in steps), f"val 5-way 1-shot ({args.val_tasks} tasks)"]
+    head = ["temperature", *(f"loss / acc @ep {s}" for s in steps),
+            f"val {v.ways}-way {v.shots}-shot ({args.val_tasks} tasks)"]
     lines = [
-        f"ProtoNet Conv4, Caltech-101 84x84 train split, {args.steps} episodes of 5-way 5-shot 10-query each run "
-        f"(same seed, same episodes and augmentation), Adam 1e-3; loss and training accuracy (%) averaged over "
+        f"ProtoNet Conv4, Caltech-101 {cfg.data.image_size}x{cfg.data.image_size} train split, {args.steps} episodes "
+        f"of {t.ways}-way {t.shots}-shot {t.queries}-query each run "
+        f"(same seed, same episodes and augmentation), {o.type} {o.lr:g}; loss and training accuracy (%) averaged over "
         f"windows of {args.window} episodes. Median squared query-prototype distance at initialisation: {d0:.0f}. "
         f"{info['date']}, {info['cpu']}, {info['cores']} cores.",
         "",
@@ -122,14 +128,14 @@ def main() -> None:
     cfg = load_config(CONFIG)
     train = load_split(cfg.data.root, "train", channels=cfg.data.channels)
     val = load_split(cfg.data.root, "val", channels=cfg.data.channels)
-    sampler = EpisodicSampler(train.labels, cfg.train.ways, cfg.train.shots, cfg.train.queries, cfg.seed)
+    sampler = EpisodicSampler(train.labels, cfg.train.ways, cfg.train.shots, cfg.train.queries, cfg.seed, "train")
     d0 = initial_distances(cfg, train.images, sampler)
     rows = []
     for temp in (float(x) for x in args.temperatures.split(",")):
-        rows.append(train_and_validate(cfg, temp, train, val, args.steps, args.window, args.val_tasks))
+        rows.append(train_and_validate(cfg, temp, train, val, sampler, args.steps, args.window, args.val_tasks))
         print(f"temperature {temp:g}: val {rows[-1]['val_1shot']:.2f}", flush=True)
     info = machine_info()
-    table = render(rows, d0, args, info)
+    table = render(cfg, rows, d0, args, info)
     print(table)
     OUT.with_suffix(".md").write_text(table)
     OUT.with_suffix(".json").write_text(json.dumps({"machine": info, "initial_median_sq_distance": d0,

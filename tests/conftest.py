@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from fewray.platform.runtime import free_port  # noqa: F401 (the tests import it from here)
+from fewray.platform.runtime import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FEWRAY_SHARED_DATA", REPO.parent / "shared" / "data"))

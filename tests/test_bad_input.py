@@ -11,10 +11,11 @@ import zipfile
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CONFIG, OMNIGLOT_RELEASE, REPO, free_port, run_pipeline
+from conftest import CONFIG, OMNIGLOT_RELEASE, REPO, run_pipeline
 from test_cli_errors import assert_user_error
 
 from fewray.platform.data.catalog import write_split
+from fewray.platform.runtime import free_port
 
 
 @pytest.fixture

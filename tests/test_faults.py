@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import CONFIG, PYTHON, REPO, TINY, MlflowServer, free_port
+from fewray.platform.runtime import free_port
+from conftest import CONFIG, PYTHON, REPO, TINY, MlflowServer
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import PYTHON, REPO, free_port
+from fewray.platform.runtime import free_port
+from conftest import PYTHON, REPO
 
 
 def _nodes_seen_by_state_api_in_a_task(ray) -> list[str]:
