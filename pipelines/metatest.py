@@ -22,18 +22,8 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from fewray.platform.cli import check_output_file, int_list, positive_int
 from fewray.platform.errors import run_cli
-
-
-def _shots(text: str) -> list[int]:
-    """``"5"`` -> ``[5]``; ``"1,5,10"`` -> ``[1, 5, 10]`` (argparse type)."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or integers like 1,5,10, got '{text}'") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected an integer or integers like 1,5,10, got '{text}'")
-    return values  # ranges are checked by the config (test.shots >= 1), with the config key in the error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,16 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
     p.add_argument("--ways", type=int, help="N classes per task (default test.ways)")
-    p.add_argument("--shots", type=_shots, help="K support images per class (default test.shots); several as 1,5,10: "
+    p.add_argument("--shots", type=int_list, help="K support images per class (default test.shots); several as 1,5,10: "
                    "one run evaluates each and logs an accuracy-vs-shots plot")
     p.add_argument("--queries", type=int, help="Q query images per class (default test.queries)")
     p.add_argument("--num-tasks", type=int, help="tasks to evaluate (default test.num_tasks)")
     p.add_argument("--seed", type=int, help="episode seed (default test.seed)")
     p.add_argument("--split", help="catalog split (default test.split)")
-    p.add_argument("--num-workers", type=int, help="evaluation Ray tasks (default: one per GPU, else per CPU)")
+    p.add_argument("--num-workers", type=positive_int, help="evaluation Ray tasks (default: one per GPU, else per CPU)")
     p.add_argument("--output", help="write the result JSON here")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, checkpoint, data and --output, print 'ok', and stop (no Ray, no MLflow run)")
     args = p.parse_args(argv)
+    if args.output:
+        check_output_file(args.output, "--output")  # before minutes of meta-test, not after
 
     from fewray.platform.config import load_config
 
@@ -67,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             overrides.append(f"test.{key}={value}")
     cfg = load_config(args.config, overrides)  # a bad config fails here, before Ray and MLflow are imported
+    if args.dry_run:
+        from fewray.platform.metatest import prepare_metatest
+
+        prepare_metatest(cfg, args.checkpoint, shots if shots else [cfg.test.shots], args.tracking_uri)
+        print(f"ok: {args.config} and {args.checkpoint} are ready for a meta-test (dry run, nothing started)")
+        return 0
     from fewray.platform.metatest import meta_test_checkpoint
 
     if shots is not None and len(shots) > 1:
@@ -77,13 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = meta_test_checkpoint(cfg, args.checkpoint, num_workers=args.num_workers,
                                       tracking_uri=args.tracking_uri, progress=sys.stderr.isatty())
+    for line in result.get("lines", [result.get("line")]):
+        print(line, flush=True)  # the result first: a file that cannot be written must not hide it
     if args.output:
         from pathlib import Path
 
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    for line in result.get("lines", [result.get("line")]):
-        print(line)
+        from fewray.platform.cli import OutputPathError
+
+        try:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            raise OutputPathError(f"--output {args.output}: cannot write the result ({exc.strerror or exc}); "
+                                  f"it is in MLflow run {result.get('mlflow_run_id')}") from None
     return 0
 
 

@@ -29,18 +29,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--register-model", default=None, metavar="NAME",
                    help="log the best checkpoint's model (mlflow.pytorch state dict) to the run and register it as "
                         "a new version of NAME in the MLflow Model Registry (meta-test it as models:/NAME/VERSION)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, data and output directory, print 'ok', and stop (no Ray, no MLflow run)")
     args = p.parse_args(argv)
 
     from fewray.platform.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # a bad config fails here, before Ray and MLflow are imported
+    out = args.output_dir or f"runs/{cfg.name}"
     if args.register_model is not None:
         from fewray.platform.model_registry import check_model_name
 
         check_model_name(args.register_model)  # before hours of training
+    if args.dry_run:
+        from pathlib import Path
+
+        from fewray.platform.train import prepare_metatrain
+
+        *_, latest, step = prepare_metatrain(cfg, Path(out).resolve())
+        where = f"resumes from step {step}" if latest else "starts from step 0"
+        print(f"ok: {args.config} is ready to train into {out}, {where} (dry run, nothing started)")
+        return 0
     from fewray.platform.train import run_metatrain
 
-    out = args.output_dir or f"runs/{cfg.name}"
     result = run_metatrain(cfg, out, args.tracking_uri)
     if args.register_model is not None:
         from fewray.platform.model_registry import register_checkpoint

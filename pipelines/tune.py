@@ -30,14 +30,25 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a config key, e.g. tune.num_samples=4 (repeatable)")
     p.add_argument("--output-dir", default=None, help="trial checkpoints, best_config.yaml (default runs/<name>)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, search space, data and output directory, print 'ok', and stop")
     args = p.parse_args(argv)
 
     from fewray.platform.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # a bad config fails here, before Ray and MLflow are imported
+    out = args.output_dir or f"runs/{cfg.name}"
+    if args.dry_run:
+        from pathlib import Path
+
+        from fewray.platform.tune import prepare_sweep
+
+        prepare_sweep(cfg, Path(out).resolve())
+        print(f"ok: {args.config} is ready for a sweep into {out} (dry run, nothing started)")
+        return 0
     from fewray.platform.tune import run_sweep
 
-    summary = run_sweep(cfg, args.output_dir or f"runs/{cfg.name}", args.tracking_uri, progress=sys.stderr.isatty())
+    summary = run_sweep(cfg, out, args.tracking_uri, progress=sys.stderr.isatty())
     brief = {k: v for k, v in summary.items() if k != "trials"}
     print(json.dumps(brief, indent=2, default=str))
     print(summary["best_config"])

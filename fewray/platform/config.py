@@ -27,6 +27,12 @@ from fewray.platform.errors import ConfigError
 from fewray.platform.registry import format_validation_error
 
 
+#: largest seed accepted (numpy and torch seed from it; ``seed * 1000 + rank`` must stay below 2**64)
+MAX_SEED = 2**32 - 1
+#: most meta-test / meta-validation tasks in one run (per-task accuracies are held in memory and logged)
+MAX_TASKS = 1_000_000
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -81,7 +87,7 @@ class ModelConfig(_Strict):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     type: str = "ProtoNet"
-    backbone: dict[str, Any] = Field(default_factory=lambda: {"type": "Conv4"})
+    backbone: dict[str, Any] = Field(default_factory=lambda: {"type": "Conv4", "in_channels": 1})
     head: dict[str, Any] = Field(default_factory=lambda: {"type": "PrototypeHead"})
 
 
@@ -126,6 +132,10 @@ class TrainConfig(EpisodeConfig):
             On a small machine set it above the reservation so the episode builder keeps a slot.
         keep_checkpoints (int): best checkpoints kept by ``accuracy_mean`` (the latest is always kept).
         max_failures (int): worker failures Ray Train recovers from by restarting from the latest checkpoint.
+        resource_wait_s (float): seconds to wait for the cluster to offer ``num_workers`` x ``cpus_per_worker``
+            CPUs (and GPUs with ``use_gpu``) before giving up with an error naming the request and what the
+            cluster has. Default 0: fail at once (a fixed cluster or a laptop); set it on an autoscaling
+            cluster, where nodes join after the request.
     """
 
     ways: int = Field(60, ge=2)
@@ -143,6 +153,7 @@ class TrainConfig(EpisodeConfig):
     torch_threads: int | None = Field(None, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=-1)
+    resource_wait_s: float = Field(0.0, ge=0)
 
 
 class EvalConfig(EpisodeConfig):
@@ -150,14 +161,15 @@ class EvalConfig(EpisodeConfig):
 
     Attributes:
         split (str): catalog split, ``val`` or ``test``.
-        num_tasks (int): episodes to evaluate.
-        seed (int): seed of the episodes; task ``i`` is the same for every worker count.
+        num_tasks (int): episodes to evaluate (1 to 1,000,000: the per-task accuracies are kept in memory and
+            logged as a CSV, about 40 bytes a task).
+        seed (int): seed of the episodes (0 to 2**32 - 1); task ``i`` is the same for every worker count.
         batch_size (int): images per backbone pass when extracting features.
     """
 
-    split: str = "test"
-    num_tasks: int = Field(2000, ge=1)
-    seed: int = 0
+    split: str = Field("test", min_length=1)
+    num_tasks: int = Field(2000, ge=1, le=MAX_TASKS)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     batch_size: int = Field(128, ge=1)
 
 
@@ -170,7 +182,7 @@ class TrackingConfig(_Strict):
             ``sqlite:///mlflow.db`` in the current directory.
     """
 
-    experiment: str = "fewray"
+    experiment: str = Field("fewray", min_length=1, pattern=r"\S")
     tracking_uri: str | None = None
 
 
@@ -246,6 +258,9 @@ class TuneSection(_Strict):
             if not isinstance(spec, dict) or len(spec) != 1:
                 raise ConfigError(f"{where}: expected one primitive like {{loguniform: [1.0e-4, 1.0e-2]}}, got {spec!r}")
             (name, args), = spec.items()
+            if name not in SEARCH_PRIMITIVES and isinstance(args, dict):
+                raise ConfigError(f"{where}: search-space keys are whole dotted config keys like "
+                                  f"'{key}.{name}' with one primitive each, not nested sections")
             if name not in SEARCH_PRIMITIVES:
                 raise ConfigError(f"{where}: unknown search-space primitive '{name}' "
                                  f"(one of {', '.join(SEARCH_PRIMITIVES)})")
@@ -272,8 +287,8 @@ class TuneSection(_Strict):
 class ExperimentConfig(_Strict):
     """A whole experiment: data, model, meta-training, meta-validation, meta-test, tracking."""
 
-    name: str = "experiment"
-    seed: int = 0
+    name: str = Field("experiment", min_length=1, pattern=r"\S")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -288,6 +303,25 @@ class ExperimentConfig(_Strict):
         from fewray.algorithms import build_classifier
 
         build_classifier(self.model, validate_only=True)
+        return self
+
+    @model_validator(mode="after")
+    def _check_channels(self) -> "ExperimentConfig":
+        # The backbone's input channels must be the images' channels: caught here, not by a shape error
+        # inside a Ray worker a minute later.
+        import inspect
+
+        from fewray.algorithms import BACKBONES
+
+        backbone = self.model.backbone
+        params = inspect.signature(BACKBONES.get(backbone["type"])).parameters
+        if "in_channels" in params:
+            given = "in_channels" in backbone
+            c_in = backbone["in_channels"] if given else params["in_channels"].default
+            if c_in != self.data.channels:
+                where = "model.backbone.in_channels" if given else f"model.backbone ({backbone['type']}'s default in_channels)"
+                raise ConfigError(f"data.channels={self.data.channels} does not fit the model: {where} is {c_in}; "
+                                  f"set both to the catalog's channels")
         return self
 
     @model_validator(mode="after")
@@ -317,6 +351,10 @@ class ExperimentConfig(_Strict):
         return d
 
 
+#: sections whose keys are themselves dotted config keys (``--set tune.search_space.train.optimizer.lr=...``)
+_DOTTED_KEY_SECTIONS = (("tune", "search_space"),)
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"--set expects key=value, got '{item}'")
@@ -325,7 +363,14 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value != "" else ""
     except yaml.YAMLError:
         parsed = value
-    return key.strip().split("."), parsed
+    path = key.strip().split(".")
+    if any(not part for part in path):
+        raise ConfigError(f"--set {item}: '{key.strip()}' is not a config key (an empty part between dots)")
+    for section in _DOTTED_KEY_SECTIONS:
+        n = len(section)
+        if tuple(path[:n]) == section and len(path) > n + 1:
+            path = [*section, ".".join(path[n:])]
+    return path, parsed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
@@ -360,10 +405,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         ConfigError: missing file, YAML syntax error, unknown key, wrong type or value out of range.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config path {path} is a directory, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text (UTF-8) YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -84,7 +84,8 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         if _terminated:
             print("error: terminated by SIGTERM (re-run the same command to resume)", file=sys.stderr)
             sys.exit(143)
-        print(f"error: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
+        print(f"error: interrupted{f' ({exc})' if str(exc) else ''} (re-run the same command to resume)",
+              file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
         if _terminated:  # whatever a library raised while stopping for SIGTERM (e.g. Ray Train's abort)

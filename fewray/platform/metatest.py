@@ -35,6 +35,7 @@ from fewray.platform.checkpoint import load_checkpoint, load_model_state, resolv
 from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.features import extract_features
+from fewray.platform.preflight import check_checkpoint_model, check_image_size
 from fewray.platform.runtime import cluster_slots, init_ray, largest_node_cpus
 
 if TYPE_CHECKING:
@@ -210,15 +211,19 @@ def _warm_up() -> int:
     return os.getpid()
 
 
-def _discard(refs) -> None:
+def _discard(refs, timeout: float = 10.0) -> None:
     """Collect the results of Ray tasks we no longer wait for, so Ray does not log their errors as unhandled.
 
-    (They fail fast: they depend on the same failed input. ``ray.cancel`` on them crashed Ray's core worker.)
+    They fail fast when they depend on the same failed input; whatever is still running after ``timeout``
+    seconds in all is left to Ray's shutdown. (``ray.cancel`` on them crashed Ray's core worker.)
     """
+    refs = list(refs)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout)
     for ref in refs:
         try:
-            ray.get(ref, timeout=30)
-        except Exception:  # noqa: BLE001 - cancelled or failed the same way as the error being raised
+            ray.get(ref, timeout=0)
+        except Exception:  # noqa: BLE001 - failed the same way as the error being raised, or still running
             pass
 
 
@@ -321,6 +326,8 @@ def run_metatest(
                 n = pending.pop(ref)
                 if on_progress:
                     on_progress(n)
+    except KeyboardInterrupt:
+        raise  # Ctrl-C: stop now; Ray's shutdown ends the running tasks
     except BaseException:
         _discard(pending)  # a bad input fails every chunk alike: report it once, not as "unhandled" errors
         raise
@@ -362,9 +369,33 @@ def _load_for_test(cfg: "ExperimentConfig", checkpoint: str | Path, tracking_uri
         path = resolve_checkpoint(checkpoint)
         state = load_checkpoint(path)
         label = str(path)
+    check_checkpoint_model(state, cfg.model.model_dump(), label)
     cfg = resolve_base_classes(cfg, state)
     load_model_state(build_classifier(cfg.model.model_dump(), for_checkpoint=True), state, label)
     return label, state, uri, cfg
+
+
+def prepare_metatest(cfg: "ExperimentConfig", checkpoint: str | Path, shots: list[int],
+                     tracking_uri: str | None = None):
+    """Every check of a meta-test, on the driver, before Ray or MLflow runs are started.
+
+    The catalog's image size against ``data.image_size``, the checkpoint (found, readable, of the config's
+    model, weights that fit) and the episodes of each shot count against the test split.
+
+    Returns:
+        ``(label, state, cfg, labels)``: the checkpoint's name, its state, the config with the checkpoint's
+        base-class count, and the test split's labels.
+
+    Raises:
+        DataError, CheckpointError, TrackingError: as :func:`meta_test_checkpoint`.
+    """
+    check_image_size(cfg)
+    label, state, _, cfg = _load_for_test(cfg, checkpoint, tracking_uri)
+    t = cfg.test
+    labels = read_labels(cfg.data.root, t.split)
+    for k in shots:
+        EpisodicSampler(labels, t.ways, k, t.queries, t.seed, t.split)
+    return label, state, cfg, labels
 
 
 def meta_test_checkpoint(
@@ -404,10 +435,9 @@ def meta_test_checkpoint(
     from fewray.platform.plots import plot_accuracy_histogram
     from fewray.platform.tracking import log_dict_params, setup_tracking
 
-    path, state, _, cfg = _load_for_test(cfg, checkpoint, tracking_uri)
+    path, state, cfg, _ = prepare_metatest(cfg, checkpoint, [cfg.test.shots], tracking_uri)
     model_cfg = cfg.model.model_dump()
     t = cfg.test
-    EpisodicSampler(read_labels(cfg.data.root, t.split), t.ways, t.shots, t.queries, t.seed, t.split)
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
     init_ray()
     cfg_dict = cfg.to_dict()
@@ -474,12 +504,9 @@ def meta_test_shots(
     shots = list(dict.fromkeys(int(k) for k in shots))
     if not shots or min(shots) < 1:
         raise ConfigError(f"--shots needs one or more positive integers, got {shots}")
-    label, state, _, cfg = _load_for_test(cfg, checkpoint, tracking_uri)
+    label, state, cfg, labels = prepare_metatest(cfg, checkpoint, shots, tracking_uri)
     model_cfg = cfg.model.model_dump()
     t = cfg.test
-    labels = read_labels(cfg.data.root, t.split)
-    for k in shots:
-        EpisodicSampler(labels, t.ways, k, t.queries, t.seed, t.split)
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
     init_ray()
     cfg_dict = cfg.to_dict()

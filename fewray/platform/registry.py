@@ -58,6 +58,8 @@ class Registry:
         Raises:
             ConfigError: if no class is registered under ``key``.
         """
+        if not isinstance(key, str):
+            raise ConfigError(f"a {self.name} type must be a name like '{(self.list() or ['X'])[0]}', got {key!r}")
         if key not in self._classes:
             raise ConfigError(
                 f"unknown {self.name} type '{key}' (registered: {', '.join(self.list()) or 'none'})"

@@ -59,13 +59,26 @@ def setup_tracking(uri: str | None, experiment: str) -> str:
         The resolved tracking URI (pass it to workers).
 
     Raises:
-        TrackingError: an ``http(s)://`` tracking server that does not answer ``/health`` within 10 s.
+        TrackingError: an ``http(s)://`` tracking server that does not answer ``/health`` within 10 s, or a
+            URI MLflow cannot open (unknown scheme, a database file that cannot be created).
     """
     uri = resolve_tracking_uri(uri)
     problem = server_problem(uri, timeout=10)
     if problem:
         raise TrackingError(f"MLflow tracking server {uri} is unreachable ({problem})")
-    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_tracking_uri(uri)
+        _select_experiment(uri, experiment)
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unknown scheme, a database that cannot be opened, ...
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise TrackingError(f"MLflow tracking URI {uri!r} cannot be used ({first}); give a sqlite:///PATH.db, "
+                            f"an http(s):// server or a directory") from None
+    return uri
+
+
+def _select_experiment(uri: str, experiment: str) -> None:
     if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
         # a new experiment in a sqlite store keeps its artifacts next to the database, not in ./mlruns of
         # whatever directory this process happens to run in
@@ -75,7 +88,6 @@ def setup_tracking(uri: str | None, experiment: str) -> str:
         except mlflow.exceptions.MlflowException:
             pass  # created meanwhile by another process: set_experiment selects it
     mlflow.set_experiment(experiment)
-    return uri
 
 
 class MetricLogger:
@@ -216,6 +228,16 @@ def replay_spool(tracking_uri: str, spool_path: str | Path) -> int:
             client.log_batch(run_id, metrics=metrics[s : s + 1000], synchronous=True)
     path.unlink()
     return sum(map(len, by_run.values()))
+
+
+def run_exists(uri: str, run_id: str) -> bool:
+    """Whether the tracking store at ``uri`` holds the run ``run_id`` (a copied output directory may name a run
+    of another store)."""
+    try:
+        MlflowClient(uri).get_run(run_id)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
 
 
 def metric_history(client: MlflowClient, run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]]:

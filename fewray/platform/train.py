@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,19 @@ from fewray.algorithms import CLASSIFIERS, build_classifier
 from fewray.platform.base_classes import resolve_base_classes, trains_on_batches
 from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
-from fewray.platform.data.catalog import load_split, read_labels
+from fewray.platform.cli import check_output_dir
+from fewray.platform.data.catalog import load_split, read_catalog_info, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.data.streaming import batch_dataset, episode_dataset
 from fewray.platform.errors import CheckpointError, DataError, Interrupted
 from fewray.platform.features import channels_last, extract_features, to_float
 from fewray.platform.metatest import aggregate, evaluate_tasks
 from fewray.platform.plots import plot_training_curves
+from fewray.platform.preflight import (check_image_size, check_resources, check_same_identity, fingerprint,
+                                       identity)
 from fewray.platform.runtime import init_ray
-from fewray.platform.tracking import MetricLogger, log_dict_params, metric_history, replay_spool, setup_tracking
+from fewray.platform.tracking import (MetricLogger, log_dict_params, metric_history, replay_spool, run_exists,
+                                     setup_tracking)
 
 log = logging.getLogger(__name__)
 RUN_NAME = "metatrain"
@@ -214,6 +219,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                         scheduler=scheduler.state_dict(),
                         step=step,
                         config=loop_cfg["config"],
+                        identity=loop_cfg.get("identity", {}),
                         metrics=val,
                     )
                     Path(d, METRICS_FILE).write_text(json.dumps({**val, "step": step}))
@@ -304,6 +310,32 @@ def check_training_data(cfg: ExperimentConfig) -> None:
     EpisodicSampler(read_labels(cfg.data.root, v.split), v.ways, v.shots, v.queries, v.seed, v.split)
 
 
+def training_identity(cfg: ExperimentConfig, cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """The model-and-data identity of a training run (:func:`fewray.platform.preflight.identity`), with the
+    catalog's ``catalog.json`` when it is a local one."""
+    catalog = read_catalog_info(cfg.data.root) if "://" not in cfg.data.root else {}
+    skip = tuple(getattr(CLASSIFIERS.get(cfg.model.type), "init_file_args", ()))
+    return identity(cfg_dict, catalog, skip)
+
+
+def check_resume(latest: Path, ident: dict[str, Any], output_dir: Path) -> None:
+    """The output directory's latest checkpoint must be of the same model and data as the config.
+
+    Raises:
+        CheckpointError: naming the first keys that differ, e.g. ``model.type is 'ProtoNet' there,
+        'MatchingNet' here``.
+    """
+    state = load_checkpoint(latest)
+    stored = state.get("identity") or {}
+    config = state.get("config")
+    if not stored and isinstance(config, dict):  # checkpoints written before identities were stored
+        kind = (config.get("model") or {}).get("type")
+        skip = tuple(getattr(CLASSIFIERS.get(kind), "init_file_args", ())) if kind in CLASSIFIERS else ()
+        stored = identity(config, None, skip)
+    check_same_identity(stored, ident, f"--output-dir {output_dir}",
+                        "choose a new --output-dir; the same one resumes only the same model on the same data")
+
+
 def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_id: str | None, start_step: int,
          latest: Path | None, callbacks: list | None = None, extra_loop_cfg: dict | None = None) -> None:
     """Build the episode stream and the TorchTrainer, and fit from ``start_step``.
@@ -346,7 +378,59 @@ def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_
         ),
         datasets={"train": dataset},
     )
-    trainer.fit()
+    fit_interruptibly(trainer)
+
+
+def fit_interruptibly(trainer: TorchTrainer) -> None:
+    """``trainer.fit()`` in a helper thread while the main thread waits, so that Ctrl-C stops at once.
+
+    In the main thread Ray Train replaces the SIGINT handler with its "graceful abort", which returns from
+    ``fit`` as if training had finished or exits the process with status 1 and no message. Run from
+    another thread, ``fit`` leaves signals alone: Ctrl-C (and fewray's SIGTERM, turned into SIGINT by
+    :func:`fewray.platform.errors.run_cli`) raises ``KeyboardInterrupt`` in the waiting main thread; the
+    pipeline reports it in one line, exits 130 (143), and Ray's shutdown at exit stops the workers. The
+    checkpoints already reported are complete (a half-copied one is skipped on resume), so the same
+    command resumes.
+    """
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="fewray-trainer-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+def prepare_metatrain(cfg: ExperimentConfig, output_dir: Path):
+    """Every check of a training run that needs neither Ray nor MLflow, in the order a user's mistakes are found.
+
+    The output directory (writable; its checkpoints, if any, of the same model and data), the train and val
+    splits against the episodes, the catalog's image size, and the files the model starts from.
+
+    Returns:
+        ``(cfg, cfg_dict, identity, latest, start_step)``: the config with the base-class count resolved, its
+        dict form, its model-and-data identity, and the checkpoint to resume from (or None) with its step.
+
+    Raises:
+        OutputPathError, DataError, CheckpointError: naming the path or key.
+    """
+    check_output_dir(output_dir)
+    check_training_data(cfg)
+    check_image_size(cfg)
+    cfg = resolve_base_classes(cfg)
+    cfg_dict = cfg.to_dict()
+    ident = training_identity(cfg, cfg_dict)
+    latest, start_step = latest_checkpoint(output_dir)
+    if latest is not None:
+        check_resume(latest, ident, output_dir)
+    return cfg, cfg_dict, ident, latest, start_step
 
 
 def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
@@ -363,30 +447,38 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
         ``num_steps``, ``train_seconds``, ``mlflow_run_id``, ``tracking_uri``.
 
     Raises:
-        DataError, ConfigError, TrackingError: bad input, before anything starts.
+        DataError, ConfigError, CheckpointError (another model's checkpoints in ``output_dir``), OutputPathError,
+        ResourceError (more CPUs/GPUs than the cluster has), TrackingError: bad input, before anything starts.
+        Interrupted: Ctrl-C or SIGTERM stopped training; a re-run resumes.
     """
     output_dir = Path(output_dir).resolve()
-    check_training_data(cfg)
-    cfg = resolve_base_classes(cfg)
+    cfg, cfg_dict, ident, latest, start_step = prepare_metatrain(cfg, output_dir)
     init_ray()
-    uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
     tc = cfg.train
-    latest, start_step = latest_checkpoint(output_dir)
+    check_resources(tc.num_workers, tc.cpus_per_worker, tc.use_gpu, "training",
+                    "train.num_workers / train.cpus_per_worker / train.use_gpu", wait_s=tc.resource_wait_s)
+    uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
     id_file = output_dir / "mlflow_run_id"
-    run_id = id_file.read_text().strip() if latest and id_file.is_file() else None
-    cfg_dict = cfg.to_dict()
+    old_run_id = id_file.read_text().strip() if latest and id_file.is_file() else None
+    run_id = old_run_id if old_run_id and run_exists(uri, old_run_id) else None
+    if old_run_id and run_id is None:
+        log.warning("MLflow run %s of %s is not in the tracking store %s: resuming into a new run that names it",
+                    old_run_id, output_dir, uri)
     output_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else cfg.name) as run:
         id_file.write_text(run.info.run_id)
         if run_id is None:
             log_dict_params(flatten(cfg_dict))
-            mlflow.set_tag("fewray.kind", "metatrain")
+            mlflow.set_tags({"fewray.kind": "metatrain", "fewray.fingerprint": fingerprint(ident)})
             mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
-        else:
+        if start_step:
             mlflow.set_tag("fewray.resumed_from_step", str(start_step))
+        if old_run_id and run_id is None:
+            mlflow.set_tag("fewray.resumed_from_run_id", old_run_id)
         if start_step < tc.num_steps:
-            _fit(cfg, cfg_dict, output_dir, uri, run.info.run_id, start_step, latest)
+            _fit(cfg, cfg_dict, output_dir, uri, run.info.run_id, start_step, latest,
+                 extra_loop_cfg={"identity": ident})
         replay_spool(uri, output_dir / SPOOL_FILE)  # metrics a worker could not send before it finished
         _, reached = latest_checkpoint(output_dir)
         if reached < tc.num_steps:  # Ray Train aborts gracefully on SIGINT (and fewray's SIGTERM) and returns

@@ -37,8 +37,10 @@ from mlflow.tracking import MlflowClient
 
 from fewray.platform.checkpoint import CHECKPOINT_FILE
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten, set_by_path
-from fewray.platform.errors import CheckpointError, ConfigError
+from fewray.platform.cli import check_output_dir
+from fewray.platform.errors import CheckpointError, ConfigError, FewrayError
 from fewray.platform.plots import plot_hparams_vs_metric, plot_training_curves
+from fewray.platform.preflight import check_image_size, check_resources
 from fewray.platform.runtime import init_ray
 from fewray.platform.tracking import (
     child_runs,
@@ -258,6 +260,31 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prepare_sweep(cfg: ExperimentConfig, output_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Every check of a sweep that needs neither Ray nor MLflow: the ``tune:`` section, ASHA's grace period,
+    the trial resources, the output directory, the data and the catalog's image size.
+
+    Returns:
+        ``(space, base, reports)``: the Tune search space, the trial config dict (resources applied) and the
+        meta-validations a full trial reports.
+
+    Raises:
+        ConfigError, DataError, OutputPathError: naming the key or path.
+    """
+    space = search_space(cfg)
+    tc = cfg.tune
+    reports = num_reports(cfg)
+    if tc.scheduler.type == "asha" and tc.scheduler.grace_period >= reports:
+        raise ConfigError(f"tune.scheduler.grace_period={tc.scheduler.grace_period} leaves ASHA nothing to stop: a "
+                          f"trial reports {reports} meta-validations (train.num_steps / train.val_interval)")
+    base = apply_trial_resources(cfg)
+    config_from_dict({k: v for k, v in base.items() if k != "tune"})  # the resources validate
+    check_output_dir(output_dir)
+    check_training_data(cfg)
+    check_image_size(cfg)
+    return space, base, reports
+
+
 def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str | None = None,
               progress: bool = False) -> dict[str, Any]:
     """Run the sweep of ``cfg.tune`` with Ray Tune and log it to MLflow as a parent run with nested trials.
@@ -278,25 +305,22 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
     Raises:
         ConfigError: no ``tune:`` section, or ASHA's grace period leaves nothing to stop;
         DataError, TrackingError: bad data or unreachable tracking server, before any trial starts;
-        RuntimeError: every trial failed.
+        ResourceError: a trial needs more CPUs/GPUs than the cluster has;
+        SweepFailed: every trial failed (one line: the first trial's error and where its files are).
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    space = search_space(cfg)
-    tc = cfg.tune
-    reports = num_reports(cfg)
-    if tc.scheduler.type == "asha" and tc.scheduler.grace_period >= reports:
-        raise ConfigError(f"tune.scheduler.grace_period={tc.scheduler.grace_period} leaves ASHA nothing to stop: a "
-                          f"trial reports {reports} meta-validations (train.num_steps / train.val_interval)")
-    base = apply_trial_resources(cfg)
-    config_from_dict({k: v for k, v in base.items() if k != "tune"})  # the resources validate
-    check_training_data(cfg)
     output_dir = Path(output_dir).resolve()
+    space, base, reports = prepare_sweep(cfg, output_dir)
+    tc = cfg.tune
+    init_ray()
+    trial = base["train"]
+    check_resources(trial["num_workers"], trial["cpus_per_worker"], trial["use_gpu"], "each sweep trial",
+                    "tune.resources_per_trial", wait_s=trial["resource_wait_s"])
     output_dir.mkdir(parents=True, exist_ok=True)
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
-    init_ray()
 
     if tc.search_alg == "optuna":
         import optuna
@@ -342,7 +366,7 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
         if not scored:
             errors = "; ".join(str(r["error"])[:200] for r in records if r["error"])
             mlflow.set_tag("fewray.error", errors[:5000])
-            raise RuntimeError(f"every trial of the sweep failed: {errors}")
+            raise SweepFailed(_all_failed_message(records, output_dir))
         sign = 1 if tc.mode == "max" else -1
         best = max(scored, key=lambda r: (sign * r["best_accuracy_mean"], r["last_step"]))
         for r in records:
@@ -394,6 +418,22 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
                 list(tc.search_space), f"val {tc.metric} (%)", Path(d) / "hparams_vs_metric.png", log_keys)
             mlflow.log_artifact(str(png), "plots")
     return summary
+
+
+class SweepFailed(FewrayError):
+    """No trial of a sweep reported a meta-validation (every one failed)."""
+
+
+def _all_failed_message(records: list[dict[str, Any]], output_dir: Path) -> str:
+    """One line: how many trials failed, the first trial's error (its last line, the exception itself) and
+    where that trial's files and Tune's logs are."""
+    first = next((r for r in records if r["error"]), records[0] if records else None)
+    if first is None:
+        return f"the sweep ran no trial (Tune's logs: {output_dir / 'tune'})"
+    lines = [ln.strip() for ln in str(first["error"] or "no result reported").splitlines() if ln.strip()]
+    cause = next((ln for ln in reversed(lines) if not ln.startswith(("File ", "^", "~"))), lines[-1] if lines else "")
+    return (f"every trial of the sweep failed ({len(records)} of {len(records)}); the first, {first['trial_id']}: "
+            f"{cause[:300]} (trial files: {first['trial_dir']}; Tune's logs: {output_dir / 'tune'})")
 
 
 def _trial_record(res: Any, cfg: ExperimentConfig, metric: str, mode: str, runs_by_trial: dict,
