@@ -14,6 +14,10 @@ Usage::
 
 The release layouts and class splits are described in README.md ("Datasets") and in
 fewray/platform/data/sources/.
+
+--out must be a new path, an empty directory or a catalog fewray wrote (catalog.json with a "dataset"
+entry, *.parquet files and the .decoded/ cache, nothing else), which is then replaced atomically; it must
+not be, contain or lie inside --source. This is checked before any image is read.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    from fewray.platform.data.catalog import check_output_dir
+
+    check_output_dir(args.out, (args.source,))  # fail fast: never replace the release or foreign files
     if args.dataset == "omniglot":
         from fewray.platform.data import omniglot
 

@@ -13,9 +13,11 @@ script, without Ray or MLflow::
     ('beta', 0.912)
     >>> show_result_pyplot("query.png", result, out_file="query_result.png")          # doctest: +SKIP
 
-Images are given as file paths, PIL images or uint8 arrays ``(H, W)`` / ``(H, W, C)``; they are converted to
-the config's ``data.channels`` (grayscale ``L`` or ``RGB``) and resized to ``data.image_size`` squared with
-a plain Lanczos resize (as the catalogs are built), then scaled to [0, 1] floats as in meta-test.
+Images are given as file paths, PIL images or uint8 arrays ``(H, W)`` / ``(H, W, C)``; images with wider
+samples (16-bit PNGs, PIL modes ``I;16``, ``I``, ``F``) are scaled to 8 bits as the catalogs do
+(:func:`~fewray.platform.data.catalog.to_8bit`), converted to the config's ``data.channels`` (grayscale ``L``
+or ``RGB``) and resized to ``data.image_size`` squared with a plain Lanczos resize (as the catalogs are
+built), then scaled to [0, 1] floats as in meta-test.
 """
 
 from __future__ import annotations
@@ -32,13 +34,21 @@ from PIL import Image
 from fewray.algorithms import build_classifier
 from fewray.platform.checkpoint import load_checkpoint, load_model_state
 from fewray.platform.config import ExperimentConfig, config_from_dict, load_config
+from fewray.platform.data.catalog import to_8bit
 from fewray.platform.data.sources._common import open_image
 from fewray.platform.errors import CheckpointError, ConfigError, DataError
 from fewray.platform.features import channels_last, to_float
 
 ImageLike = Any  # str | Path | PIL.Image.Image | np.ndarray (H, W[, C]) uint8
 
-__all__ = ["inference_classifier", "init_classifier", "load_image", "process_support_images", "show_result_pyplot"]
+__all__ = ["SupportSetError", "inference_classifier", "init_classifier", "load_image", "process_support_images",
+           "show_result_pyplot"]
+
+
+class SupportSetError(DataError, ValueError):
+    """A support or query set the model cannot use: no images, images and labels of different lengths,
+    fewer than 2 classes. A :class:`~fewray.platform.errors.DataError` (one line, exit 2 in a pipeline) and,
+    as before, a ``ValueError``."""
 
 
 def _checkpoint_file(checkpoint: str | Path) -> Path:
@@ -107,26 +117,40 @@ def init_classifier(
     return model
 
 
-def load_image(img: ImageLike, image_size: int, channels: int = 3) -> np.ndarray:
+def _describe(img: ImageLike) -> str:
+    """How an in-memory image is named in error messages."""
+    if isinstance(img, np.ndarray):
+        return f"array of shape {img.shape}"
+    if isinstance(img, Image.Image):
+        return f"PIL image of mode {img.mode} and size {img.width}x{img.height}"
+    return type(img).__name__
+
+
+def load_image(img: ImageLike, image_size: int, channels: int = 3, where: str | None = None) -> np.ndarray:
     """One image as the model sees it: ``(C, H, W)`` uint8 with ``H = W = image_size``.
 
     Args:
-        img: a file path, a PIL image, or a uint8 array ``(H, W)`` (grayscale) / ``(H, W, 3|4)``.
+        img: a file path, a PIL image, or a uint8 array ``(H, W)`` (grayscale) / ``(H, W, 3|4)``. Images of
+            16-bit (``I;16``) or 32-bit (``I``, ``F``) samples are scaled to 8 bits by
+            :func:`~fewray.platform.data.catalog.to_8bit` (16-bit: ``value >> 8``), not clipped.
         image_size: output side; the image is resized (Lanczos, aspect ratio not kept) when it differs.
         channels: 1 (grayscale, PIL mode ``L``) or 3 (``RGB``).
+        where: how error messages name the image (default: its path, or its type and shape).
 
     Raises:
-        DataError: a missing or unreadable file (naming it), an array that is not uint8 ``(H, W[, C])``.
+        DataError: a missing or unreadable file (naming it), an array that is not uint8 ``(H, W[, C])``,
+            an empty image (width or height 0), 32-bit values outside 0..65535.
     """
-    if isinstance(img, Image.Image):
-        pil = img
+    if isinstance(img, (str, Path)):
+        pil = open_image(Path(img).expanduser(), where or str(img))
+    elif isinstance(img, Image.Image):
+        pil = to_8bit(img, where or _describe(img))
     elif isinstance(img, np.ndarray):
         arr = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
-        pil = open_image(np.ascontiguousarray(arr), f"array of shape {img.shape}")
-    elif isinstance(img, (str, Path)):
-        pil = open_image(Path(img).expanduser(), str(img))
+        pil = open_image(np.ascontiguousarray(arr), where or _describe(img))
     else:
-        raise DataError(f"expected an image path, a PIL image or a uint8 array, got {type(img).__name__}")
+        raise DataError(f"expected an image path, a PIL image or a uint8 array, got {type(img).__name__}"
+                        + (f" ({where})" if where else ""))
     pil = pil.convert("L" if channels == 1 else "RGB")
     if pil.size != (image_size, image_size):
         pil = pil.resize((image_size, image_size), Image.LANCZOS)
@@ -134,9 +158,12 @@ def load_image(img: ImageLike, image_size: int, channels: int = 3) -> np.ndarray
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
 
 
-def _batch(model: torch.nn.Module, imgs: Sequence[ImageLike]) -> torch.Tensor:
+def _batch(model: torch.nn.Module, imgs: Sequence[ImageLike], kind: str) -> torch.Tensor:
+    """The ``kind`` (support/query) images as one float batch; errors name ``<kind> image <i>`` for in-memory images."""
     cfg = model.cfg.data
-    x = np.stack([load_image(im, cfg.image_size, cfg.channels) for im in imgs])
+    x = np.stack([load_image(im, cfg.image_size, cfg.channels,
+                             None if isinstance(im, (str, Path)) else f"{kind} image {i} ({_describe(im)})")
+                  for i, im in enumerate(imgs)])
     return to_float(x).to(next(model.parameters()).device)
 
 
@@ -169,8 +196,10 @@ def process_support_images(
         The task's classes in label order.
 
     Raises:
-        DataError: an unreadable image (naming it); ValueError: no images, or images and labels of
-            different lengths; TypeError: a model not built by :func:`init_classifier`.
+        DataError: an unreadable or empty image (naming it); :class:`SupportSetError` (a DataError and a
+            ValueError): no images, images and labels of different lengths, fewer than 2 classes (a
+            one-class task would predict its class with probability 1 for any query);
+        TypeError: a model not built by :func:`init_classifier`.
 
     Example::
 
@@ -180,11 +209,14 @@ def process_support_images(
     """
     _check_model(model)
     if len(support_imgs) == 0 or len(support_imgs) != len(support_labels):
-        raise ValueError(f"expected the same, non-zero number of support images and labels, got "
-                         f"{len(support_imgs)} images and {len(support_labels)} labels")
+        raise SupportSetError(f"expected the same, non-zero number of support images and labels, got "
+                              f"{len(support_imgs)} images and {len(support_labels)} labels")
     classes: list[str | int] = list(dict.fromkeys(support_labels))
+    if len(classes) < 2:
+        raise SupportSetError(f"support set has only 1 class ({classes[0]!r}): it needs at least 2 classes "
+                              f"(with one, every query gets that class with probability 1)")
     index = {c: i for i, c in enumerate(classes)}
-    x = _batch(model, support_imgs)
+    x = _batch(model, support_imgs, "support")
     y = torch.tensor([index[c] for c in support_labels], dtype=torch.long, device=x.device)
     with torch.no_grad():  # fine-tuning heads and MAML enable gradients where they need them
         model.before_meta_test(meta_test_cfg)
@@ -211,7 +243,8 @@ def inference_classifier(
         ``(N,)`` (probabilities summing to 1), ``pred_score`` the largest. For a list, a list of such dicts.
 
     Raises:
-        RuntimeError: no support set yet; DataError: an unreadable image.
+        RuntimeError: no support set yet; DataError: an unreadable or empty image (naming it);
+        :class:`SupportSetError`: an empty list of query images.
 
     Example::
 
@@ -224,8 +257,10 @@ def inference_classifier(
         raise RuntimeError("no support set: call process_support_images(model, images, labels) first")
     many = isinstance(query_img, list)
     imgs = query_img if many else [query_img]
+    if not imgs:
+        raise SupportSetError("no query images: inference_classifier needs an image or a non-empty list")
     with torch.no_grad():
-        scores = model(mode="query", img=_batch(model, imgs))
+        scores = model(mode="query", img=_batch(model, imgs, "query"))
     probs = torch.softmax(scores.float(), dim=-1).cpu()
     out = []
     for p in probs:
@@ -254,7 +289,7 @@ def show_result_pyplot(
         The rendered figure as an RGB uint8 array ``(round(figsize[1] * dpi), round(figsize[0] * dpi), 3)``.
 
     Raises:
-        DataError: an unreadable image.
+        DataError: an unreadable or empty image.
 
     Example::
 
@@ -265,13 +300,13 @@ def show_result_pyplot(
     from matplotlib.figure import Figure
 
     if isinstance(img, Image.Image):
-        pil = img
+        pil = to_8bit(img, _describe(img))
     elif isinstance(img, np.ndarray):
         pil = open_image(np.ascontiguousarray(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img),
-                         f"array of shape {img.shape}")
+                         _describe(img))
     else:
         pil = open_image(Path(img).expanduser(), str(img))
-    gray = pil.mode in ("1", "L", "I", "F", "I;16")
+    gray = pil.mode in ("1", "L", "LA")
     arr = np.asarray(pil.convert("L" if gray else "RGB"))
     fig = Figure(figsize=figsize, dpi=dpi)
     canvas = FigureCanvasAgg(fig)

@@ -24,7 +24,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from fewray.platform.data.catalog import encode_png, publish_atomically, write_catalog_info, write_split
+from fewray.platform.data.catalog import (
+    check_output_dir,
+    encode_png,
+    publish_atomically,
+    to_8bit,
+    write_catalog_info,
+    write_split,
+)
 from fewray.platform.errors import DataError
 
 RELEASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{name}"
@@ -88,15 +95,20 @@ def prepare_omniglot(source: str | Path, out: str | Path, image_size: int = 28, 
         The catalog info written to ``out/catalog.json`` (per-split class and image counts).
 
     The catalog is written to a temporary directory beside ``out`` and moved into place only when
-    complete, so a failure never leaves a half-written catalog or damages an existing one.
+    complete, so a failure never leaves a half-written catalog or damages an existing one; ``out`` is
+    checked first (:func:`~fewray.platform.data.catalog.check_output_dir`): only a new path, an empty
+    directory or a catalog fewray wrote may be written, never ``source`` or a directory around or inside it.
 
     Raises:
-        DataError: a missing zip, a corrupt zip or image, an empty character folder, or a release with
-            too few characters.
+        DataError: an ``out`` that may not be written (see above), a missing zip, a corrupt zip or image,
+            an empty character folder, or a release with too few characters.
     """
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise DataError(f"Omniglot source directory not found: {source}")
+    if image_size < 8:
+        raise DataError(f"image size {image_size} is too small (at least 8 pixels)")
+    check_output_dir(out, (source,))
     with publish_atomically(out) as tmp:
         return _write_catalog(source, tmp, image_size, progress)
 
@@ -119,7 +131,10 @@ def _write_catalog(source: Path, out: Path, image_size: int, progress) -> dict:
             for zf, member in sorted(chars[key], key=lambda t: t[1]):
                 try:
                     with zf.open(member) as fh:
-                        img = Image.open(fh).convert("L").resize((image_size, image_size), Image.LANCZOS)
+                        img = to_8bit(Image.open(fh), f"{member} in {zf.filename}").convert("L")
+                    img = img.resize((image_size, image_size), Image.LANCZOS)
+                except DataError:
+                    raise
                 except Exception as exc:
                     raise DataError(f"cannot read image {member} in {zf.filename}: {exc}") from None
                 for ri, rot in enumerate(ROTATIONS):

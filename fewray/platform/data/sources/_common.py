@@ -19,7 +19,9 @@ import numpy as np
 from PIL import Image
 
 from fewray.platform.data.catalog import (
+    check_output_dir,
     publish_atomically,
+    to_8bit,
     write_catalog_info,
     write_split,
 )
@@ -32,8 +34,11 @@ IMAGE_FORMATS = ("png", "jpeg")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def resize_image(img: Image.Image, size: int, mode: str = "stretch") -> Image.Image:
+def resize_image(img: Image.Image, size: int, mode: str = "stretch", where: str = "image") -> Image.Image:
     """An RGB ``size x size`` copy of ``img`` (grayscale, palette, CMYK and alpha images become RGB).
+
+    16-bit and 32-bit images (``I;16``, ``I``, ``F``) are first scaled to 8 bits by
+    :func:`~fewray.platform.data.catalog.to_8bit` (PIL's own conversion would clip them to white).
 
     Args:
         img: any PIL image.
@@ -41,6 +46,11 @@ def resize_image(img: Image.Image, size: int, mode: str = "stretch") -> Image.Im
         mode: ``"stretch"`` resizes the whole image to ``size x size`` (aspect ratio not kept; the
             preprocessing of Ravi & Larochelle's 84x84 mini-ImageNet), ``"center_crop"`` resizes the shorter
             side to ``size`` and cuts the central square (aspect ratio kept, borders of long sides lost).
+        where: how error messages name the image.
+
+    Raises:
+        DataError: an unknown ``mode``, or :func:`~fewray.platform.data.catalog.to_8bit`'s errors (an empty
+            image, 32-bit values outside 0..65535).
 
     Resampling is Lanczos (antialiased), as for the Omniglot catalog; done with
     ``torchvision.transforms.v2.functional`` (``resize``, ``center_crop``: mmfewshot's test pipeline for
@@ -51,7 +61,7 @@ def resize_image(img: Image.Image, size: int, mode: str = "stretch") -> Image.Im
 
     if mode not in RESIZE_MODES:
         raise DataError(f"unknown resize mode '{mode}' (choose from {', '.join(RESIZE_MODES)})")
-    img = img.convert("RGB")
+    img = to_8bit(img, where).convert("RGB")
     if img.size == (size, size):
         return img
     if mode == "center_crop":
@@ -72,26 +82,35 @@ def encode_image(img: Image.Image, fmt: str = "png", quality: int = 95) -> bytes
 
 
 def open_image(src: str | Path | bytes | np.ndarray, where: str) -> Image.Image:
-    """Open an image from a path, encoded bytes or an ``(H, W[, C])`` uint8 array, fully decoded.
+    """Open an image from a path, encoded bytes or an ``(H, W[, C])`` uint8 array, fully decoded, 8-bit.
+
+    Images with wider samples (16-bit ``I;16``, 32-bit ``I``/``F``) are scaled to 8 bits by
+    :func:`~fewray.platform.data.catalog.to_8bit` (the rule is documented there).
+
+    Args:
+        src: a file path, encoded image bytes, or a uint8 array ``(H, W)`` / ``(H, W, 3|4)``.
+        where: how error messages name the image (its path, ``train_images_png.pkl[17]``).
 
     Raises:
-        DataError: ``cannot read image <where>: ...`` for a missing, truncated or non-image file.
+        DataError: ``image file not found: <where>``, ``cannot read image <where>: ...`` for a truncated or
+            non-image file or an array that is not uint8, ``empty image: <where> has size 0x0``, or 32-bit
+            values that fit no 8-bit rule.
     """
     try:
         if isinstance(src, np.ndarray):
             if src.dtype != np.uint8 or src.ndim not in (2, 3):
                 raise ValueError(f"expected an (H, W[, C]) uint8 array, got {src.dtype} {src.shape}")
-            return Image.fromarray(src)
-        if isinstance(src, (bytes, bytearray, memoryview)):
+            img = Image.fromarray(src)
+        elif isinstance(src, (bytes, bytearray, memoryview)):
             img = Image.open(io.BytesIO(bytes(src)))
         else:
             img = Image.open(src)
         img.load()
-        return img
     except FileNotFoundError:
         raise DataError(f"image file not found: {where}") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises several types for corrupt data
         raise DataError(f"cannot read image {where}: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
+    return to_8bit(img, where)
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -202,7 +221,8 @@ def write_class_catalog(
         The ``catalog.json`` dict.
 
     Raises:
-        DataError: an empty class (naming it), or whatever ``load`` raises. Nothing is written to ``out`` then.
+        DataError: ``out`` may not be replaced (see :func:`~fewray.platform.data.catalog.check_output_dir`),
+            an empty class (naming it), or whatever ``load`` raises. Nothing is written to ``out`` then.
     """
     if image_size < 8:
         raise DataError(f"image size {image_size} is too small (at least 8 pixels)")
@@ -220,9 +240,10 @@ def write_class_catalog(
         for split, classes in splits.items():
             cols: dict[str, list] = {"image": [], "label": [], "class_name": []}
             for label, (name, items) in enumerate(classes):
-                for item in items:
+                for k, item in enumerate(items):
                     img, extra = load(item)
-                    cols["image"].append(encode_image(resize_image(img, image_size, resize_mode), image_format))
+                    where = f"#{k} of class '{name}' (split '{split}')"
+                    cols["image"].append(encode_image(resize_image(img, image_size, resize_mode, where), image_format))
                     cols["label"].append(label)
                     cols["class_name"].append(name)
                     for k, v in extra.items():

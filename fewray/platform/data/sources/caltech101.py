@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewray.platform.data.sources._common import require_dir
+from fewray.platform.data.sources._common import check_output_dir, require_dir
 from fewray.platform.data.sources.folder import prepare_folder
 
 EXCLUDED = ("BACKGROUND_Google", "Faces_easy")
@@ -40,13 +40,16 @@ def prepare_caltech101(source: str | Path, out: str | Path, image_size: int = 84
         The ``catalog.json`` dict.
 
     Raises:
-        DataError: as :func:`~fewray.platform.data.sources.folder.prepare_folder`.
+        DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
+            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            as :func:`~fewray.platform.data.sources.folder.prepare_folder`.
 
     Example::
 
         >>> prepare_caltech101("../shared/data/caltech101", "data/caltech101")  # doctest: +SKIP
     """
     source = require_dir(Path(source).expanduser(), "Caltech-101 source directory")
+    check_output_dir(out, (source,))  # before any image is read
     root = source / "101_ObjectCategories" if (source / "101_ObjectCategories").is_dir() else source
     return prepare_folder(
         root, out, image_size, counts=SPLIT_COUNTS, seed=SPLIT_SEED, exclude=EXCLUDED, resize_mode=resize_mode,

@@ -26,6 +26,7 @@ from PIL import Image
 from fewray.platform.data.sources._common import (
     SPLITS,
     as_str,
+    check_output_dir,
     check_split_classes,
     require_dir,
     require_file,
@@ -65,7 +66,9 @@ def prepare_cifar_fs(source: str | Path, out: str | Path, image_size: int = 32, 
         The ``catalog.json`` dict.
 
     Raises:
-        DataError: missing directory, pickle or split file (naming it), a pickle that needs code to load,
+        DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
+            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            missing directory, pickle or split file (naming it), a pickle that needs code to load,
             malformed arrays, an unknown class name in a split file (naming it and the file), a class in two
             splits, a class without images.
 
@@ -74,6 +77,7 @@ def prepare_cifar_fs(source: str | Path, out: str | Path, image_size: int = 32, 
         >>> prepare_cifar_fs("~/datasets/cifar", "data/cifar_fs")  # doctest: +SKIP
     """
     source = require_dir(Path(source).expanduser(), "CIFAR-FS source directory")
+    check_output_dir(out, (source,))  # before any image is read
     pydir = require_dir(source / "cifar-100-python", "CIFAR-100 python directory")
     sdir = require_dir(Path(split_dir) if split_dir else source / "splits" / "bertinetto", "CIFAR-FS split directory")
     meta_path = pydir / "meta"

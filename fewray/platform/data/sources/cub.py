@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fewray.platform.data.sources._common import (
+    check_output_dir,
     open_image,
     require_dir,
     require_file,
@@ -61,7 +62,9 @@ def prepare_cub(source: str | Path, out: str | Path, image_size: int = 84, resiz
         The ``catalog.json`` dict.
 
     Raises:
-        DataError: missing directory, list file or image (naming it), an image whose class id is not in
+        DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
+            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            missing directory, list file or image (naming it), an image whose class id is not in
             ``classes.txt`` (unknown class), a corrupt image (naming it), a class without images.
 
     Example::
@@ -69,6 +72,7 @@ def prepare_cub(source: str | Path, out: str | Path, image_size: int = 84, resiz
         >>> prepare_cub("~/datasets/CUB", "data/cub")  # doctest: +SKIP
     """
     source = require_dir(Path(source).expanduser(), "CUB-200-2011 source directory")
+    check_output_dir(out, (source,))  # before any image is read
     root = source / "CUB_200_2011" if (source / "CUB_200_2011").is_dir() else source
     images_dir = require_dir(root / "images", "CUB-200-2011 image directory")
     classes = _read_pairs(root / "classes.txt")

@@ -35,6 +35,7 @@ import yaml
 from fewray.platform.data.sources._common import (
     IMAGE_EXTENSIONS,
     SPLITS,
+    check_output_dir,
     check_split_classes,
     open_image,
     require_dir,
@@ -178,7 +179,9 @@ def prepare_folder(
         The ``catalog.json`` dict (with ``classes`` per split).
 
     Raises:
-        DataError: missing source directory or split file, an empty class folder, an unknown class in the
+        DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
+            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            missing source directory or split file, an empty class folder, an unknown class in the
             split file, a class in two splits, impossible counts/ratios, a corrupt image (naming the file).
 
     Example::
@@ -186,6 +189,7 @@ def prepare_folder(
         >>> prepare_folder("photos", "data/photos", image_size=84, counts=(6, 2, 2), seed=0)  # doctest: +SKIP
     """
     source = require_dir(Path(source).expanduser(), "image folder source directory")
+    check_output_dir(out, (source,))  # before any image is read
     classes = list_classes(source, exclude)
     if split_file is not None:
         split_names = read_split_file(split_file)

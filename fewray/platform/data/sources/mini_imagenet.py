@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fewray.platform.data.sources._common import (
     SPLITS,
+    check_output_dir,
     check_split_classes,
     open_image,
     require_dir,
@@ -68,7 +69,9 @@ def prepare_mini_imagenet(source: str | Path, out: str | Path, image_size: int =
         The ``catalog.json`` dict (per-split class and image counts).
 
     Raises:
-        DataError: missing source directory, CSV or image file (naming it), a corrupt image (naming it),
+        DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
+            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            missing source directory, CSV or image file (naming it), a corrupt image (naming it),
             a class in two split files.
 
     Example::
@@ -76,6 +79,7 @@ def prepare_mini_imagenet(source: str | Path, out: str | Path, image_size: int =
         >>> prepare_mini_imagenet("~/datasets/mini-imagenet", "data/mini_imagenet")  # doctest: +SKIP
     """
     source = require_dir(Path(source).expanduser(), "mini-ImageNet source directory")
+    check_output_dir(out, (source,))  # before any image is read
     images = require_dir(source / "images", "mini-ImageNet image directory")
     splits = {s: read_split_csv(source / f"{s}.csv") for s in SPLITS}
     all_classes = [c for s in SPLITS for c, _ in splits[s]]

@@ -27,6 +27,7 @@ import numpy as np
 from fewray.platform.data.sources._common import (
     SPLITS,
     as_str,
+    check_output_dir,
     open_image,
     require_dir,
     restricted_pickle_load,
@@ -93,7 +94,9 @@ def prepare_tiered_imagenet(source: str | Path, out: str | Path, image_size: int
         The ``catalog.json`` dict.
 
     Raises:
-        DataError: missing directory or pickle (naming it), a pickle that needs code to load, a corrupt
+        DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
+            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            missing directory or pickle (naming it), a pickle that needs code to load, a corrupt
             image (``train_images_png.pkl[17]``), a class without images, a label with no class name.
 
     Example::
@@ -101,6 +104,7 @@ def prepare_tiered_imagenet(source: str | Path, out: str | Path, image_size: int
         >>> prepare_tiered_imagenet("~/datasets/tiered-imagenet", "data/tiered_imagenet")  # doctest: +SKIP
     """
     source = require_dir(Path(source).expanduser(), "tiered-ImageNet source directory")
+    check_output_dir(out, (source,))  # before any image is read
     splits = {s: read_split(source, s) for s in SPLITS}
     names = {s: {c for c, _ in splits[s]} for s in SPLITS}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
