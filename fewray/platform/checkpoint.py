@@ -6,6 +6,8 @@ Loading always uses ``torch.load(..., weights_only=True)``: nothing in a user fi
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +65,18 @@ def load_weights(path: str | Path, map_location: str = "cpu") -> Any:
         CheckpointError: missing, truncated, or a pickle that is not plain tensors and containers.
     """
     p = resolve_checkpoint(path)
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"cannot read checkpoint {p}: the file is empty (0 bytes)")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise CheckpointError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:200]}") from None
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: the file holds objects, i.e. code
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc)) or re.search(r"Unsupported global: ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"checkpoint {p} holds Python objects{what}, not only tensors: loading it could run "
+                              f"code, so it was not loaded (save the state dict, torch.save(model.state_dict()))") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged files
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {p}: {detail}") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -88,8 +98,31 @@ def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: str | 
     Raises:
         CheckpointError: when the weights do not fit the model (another architecture).
     """
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise CheckpointError(f"checkpoint {path} does not fit model {type(model).__name__}: {first}") from None
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"checkpoint {path} holds no state dict under 'model'")
+    problem = state_dict_mismatch(model.state_dict(), state["model"])
+    if problem:
+        raise CheckpointError(f"checkpoint {path} does not fit model {type(model).__name__}: {problem}")
+    model.load_state_dict(state["model"])
+
+
+def state_dict_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> str | None:
+    """The first difference between a model's state dict and a checkpoint's, in words, or None.
+
+    Example::
+
+        >>> state_dict_mismatch({"w": torch.zeros(2, 3)}, {"w": torch.zeros(3, 3)})
+        "'w' has shape (3, 3) in the checkpoint, (2, 3) in the model"
+    """
+    def shape(t: Any) -> str:
+        return str(tuple(t.shape)) if hasattr(t, "shape") else type(t).__name__
+
+    for key, value in expected.items():
+        if key not in given:
+            return f"'{key}' is missing from the checkpoint ({len([k for k in expected if k not in given])} keys missing)"
+        if hasattr(value, "shape") and shape(given[key]) != shape(value):
+            return f"'{key}' has shape {shape(given[key])} in the checkpoint, {shape(value)} in the model"
+    extra = [k for k in given if k not in expected]
+    if extra:
+        return f"the checkpoint has '{extra[0]}', which the model has not ({len(extra)} unexpected keys)"
+    return None

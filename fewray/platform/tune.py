@@ -41,7 +41,7 @@ from fewray.platform.cli import check_output_dir
 from fewray.platform.errors import CheckpointError, ConfigError, FewrayError
 from fewray.platform.plots import plot_hparams_vs_metric, plot_training_curves
 from fewray.platform.preflight import check_image_size, check_resources
-from fewray.platform.runtime import init_ray
+from fewray.platform.runtime import init_ray, verbose
 from fewray.platform.tracking import (
     child_runs,
     log_dict_params,
@@ -209,7 +209,7 @@ class SweepProgress:
                 self._finish(trial, "done")
 
             def on_trial_error(self, iteration, trials, trial, **info):
-                self._finish(trial, "failed")
+                self._finish(trial, f"failed ({error_line(getattr(trial, 'error_msg', None) or '')})")
 
             def on_experiment_end(self, trials, **info):
                 self.bar.close()
@@ -354,7 +354,14 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
             run_config=tune.RunConfig(name="tune", storage_path=str(output_dir), verbose=0,
                                       callbacks=[SweepProgress(tc.num_samples, tc.metric, tc.mode, progress, output_dir)]),
         )
-        grid = tuner.fit()
+        tune_log = logging.getLogger("ray.tune")
+        level = tune_log.level
+        if not verbose():  # a failed trial is one line of SweepProgress, not Tune's traceback
+            tune_log.setLevel(logging.CRITICAL)
+        try:
+            grid = tuner.fit()
+        finally:
+            tune_log.setLevel(level)
         seconds = time.perf_counter() - t0
 
         client = MlflowClient(uri)
@@ -424,14 +431,19 @@ class SweepFailed(FewrayError):
     """No trial of a sweep reported a meta-validation (every one failed)."""
 
 
+def error_line(text: str) -> str:
+    """The line of a (remote) traceback that says what went wrong: its last line that is not code or a marker."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return next((ln for ln in reversed(lines) if not ln.startswith(("File ", "^", "~"))), lines[-1] if lines else "")
+
+
 def _all_failed_message(records: list[dict[str, Any]], output_dir: Path) -> str:
     """One line: how many trials failed, the first trial's error (its last line, the exception itself) and
     where that trial's files and Tune's logs are."""
     first = next((r for r in records if r["error"]), records[0] if records else None)
     if first is None:
         return f"the sweep ran no trial (Tune's logs: {output_dir / 'tune'})"
-    lines = [ln.strip() for ln in str(first["error"] or "no result reported").splitlines() if ln.strip()]
-    cause = next((ln for ln in reversed(lines) if not ln.startswith(("File ", "^", "~"))), lines[-1] if lines else "")
+    cause = error_line(str(first["error"] or "no result reported"))
     return (f"every trial of the sweep failed ({len(records)} of {len(records)}); the first, {first['trial_id']}: "
             f"{cause[:300]} (trial files: {first['trial_dir']}; Tune's logs: {output_dir / 'tune'})")
 
