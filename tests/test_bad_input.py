@@ -7,6 +7,7 @@ nothing overwritten (an existing ``--output`` file, catalog or output directory 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import zipfile
@@ -348,3 +349,55 @@ def test_sweep_whose_every_trial_fails_is_one_line(omniglot_catalog, tmp_path):
     assert_user_error(proc, "every trial of the sweep failed (2 of 2); the first")
     last = proc.stderr.strip().splitlines()[-1]
     assert "row 7 is not a readable image" in last and f"Tune's logs: {tmp_path / 'sweep' / 'tune'}" in last
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------------------
+
+def _interrupt_after(args: list[str], ready, cwd: Path, timeout: float = 240) -> tuple[int, str, float]:
+    """Start ``args``, wait until ``ready(stderr_so_far)``, send SIGINT: ``(exit code, stderr, seconds to exit)``."""
+    log = cwd / "stderr.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, cwd=cwd,
+                                env={**os.environ, "RAY_ADDRESS": session_ray_address(), "PYTHONUNBUFFERED": "1"})
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready(log.read_text()) and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.5)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGINT)
+            t0 = time.monotonic()
+            code = proc.wait(60)
+            return code, log.read_text(), time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_training_at_once_and_the_run_resumes(omniglot_catalog, tmp_path):
+    out = tmp_path / "out"
+    args = [PYTHON, str(REPO / "pipelines" / "metatrain.py"), "--config", str(CONFIG), "--output-dir", str(out),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    for kv in [*TINY, f"data.root={omniglot_catalog}", "train.num_steps=2000", "train.val_interval=10"]:
+        args += ["--set", kv]
+    code, err, seconds = _interrupt_after(args, lambda _: list(out.glob("metatrain/checkpoint_*/checkpoint.pt")),
+                                          tmp_path)
+    assert code == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "error: interrupted (re-run the same command to resume)"
+    assert "Traceback" not in err
+    assert seconds < 15, seconds
+    again = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert again.returncode == 0 and "resumes from step " in again.stdout, again.stderr[-2000:]
+    assert "resumes from step 0" not in again.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_meta_test_at_once(trained, omniglot_catalog, tmp_path):
+    args = [PYTHON, str(REPO / "pipelines" / "metatest.py"), "--config", str(CONFIG), "--checkpoint",
+            str(trained["best_checkpoint"]), "--set", f"data.root={omniglot_catalog}", "--num-tasks", "1000000",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    started = time.monotonic()
+    code, err, seconds = _interrupt_after(args, lambda _: time.monotonic() - started > 25, tmp_path)
+    assert code == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("error: interrupted") and "Traceback" not in err
+    assert seconds < 15, seconds
