@@ -57,6 +57,10 @@ def test_init_classifier(trained, model):
     json_result = trained["work"] / "out" / "train_result.json"
     if json_result.is_file():
         init_classifier(CONFIG, json_result)
+    # a checkpoint of another classifier type under a config that would load its weights silently
+    matching = CONFIG.parent / "matching_net" / "conv4_omniglot.yaml"
+    with pytest.raises(CheckpointError, match="was trained as model.type 'ProtoNet'; the config says 'MatchingNet'"):
+        init_classifier(matching, trained["best_checkpoint"])
 
 
 def test_init_classifier_errors(tmp_path):

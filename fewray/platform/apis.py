@@ -83,7 +83,8 @@ def init_classifier(
 
     Raises:
         ConfigError: missing/invalid config, or ``config=None`` without a checkpoint that holds one.
-        CheckpointError: missing or unreadable checkpoint, weights that do not fit the model.
+        CheckpointError: missing or unreadable checkpoint, a checkpoint of another classifier, backbone or head
+            type than the config's, weights that do not fit the model.
 
     Example::
 
@@ -106,7 +107,9 @@ def init_classifier(
         cfg = load_config(config, overrides)
     if state is not None:
         from fewray.platform.base_classes import resolve_base_classes
+        from fewray.platform.preflight import check_checkpoint_model
 
+        check_checkpoint_model(state, cfg.model.model_dump(), str(path))  # a ProtoNet checkpoint is no MatchingNet
         cfg = resolve_base_classes(cfg, state)
     model = build_classifier(cfg.model.model_dump(), for_checkpoint=state is not None)
     if state is not None:
