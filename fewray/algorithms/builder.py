@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fewray.platform.registry import Registry
+from fewray.core.registry import Registry
 
 BACKBONES = Registry("backbone")
 HEADS = Registry("head")
@@ -29,7 +29,7 @@ def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint
     Raises:
         ConfigError: unknown type, unknown argument or wrong argument type, naming the key.
     """
-    from fewray.platform.registry import validate_kwargs
+    from fewray.core.registry import validate_kwargs
 
     cfg = model_cfg if isinstance(model_cfg, dict) else model_cfg.model_dump()
     extra = {k: v for k, v in cfg.items() if k not in ("type", "backbone", "head")}
@@ -37,7 +37,7 @@ def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint
     for registry, key in ((BACKBONES, "backbone"), (HEADS, "head")):
         sub = cfg.get(key) or {}
         if "type" not in sub:
-            from fewray.platform.errors import ConfigError
+            from fewray.core.errors import ConfigError
 
             raise ConfigError(f"config key 'model.{key}.type' is missing")
         validate_kwargs(registry.get(sub["type"]), {k: v for k, v in sub.items() if k != "type"}, f"model.{key}")

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fewray.platform.errors import ConfigError
-from fewray.platform.registry import format_validation_error
+from fewray.core.registry import format_validation_error
 
 
 #: largest seed accepted (numpy and torch seed from it; ``seed * 1000 + rank`` must stay below 2**64)

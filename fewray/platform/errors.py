@@ -1,10 +1,8 @@
-"""User-facing errors and the command-line wrapper that reports them in one line.
+"""The command-line wrapper that reports user errors in one line, and the error classes it knows.
 
-Every mistake a user can make (a bad config key, a missing data directory, a
-checkpoint that does not exist, more ways than classes) raises a subclass of
-:class:`FewrayError` whose message names the offending key, path or class.
-:func:`run_cli` turns such an error into one line on stderr and exit code 2,
-never a traceback.
+Every mistake a user can make raises a subclass of :class:`FewrayError` (defined in :mod:`fewray.core.errors`,
+re-exported here for the runtime) whose message names the offending key, path or class.
+:func:`run_cli` turns such an error into one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,26 +12,9 @@ import signal
 import sys
 from typing import Callable
 
+from fewray.core.errors import CheckpointError, ConfigError, DataError, FewrayError, Interrupted
 
-class FewrayError(Exception):
-    """Base class of errors caused by user input (config, data, checkpoints, arguments)."""
-
-
-class ConfigError(FewrayError):
-    """A config file is missing, unparsable, has an unknown key or a value of the wrong type."""
-
-
-class DataError(FewrayError):
-    """A data directory or catalog is missing or cannot serve the requested episodes."""
-
-
-class CheckpointError(FewrayError):
-    """A checkpoint does not exist, is unreadable, or does not fit the model."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Work stopped before its end because the user interrupted it (Ctrl-C, SIGTERM); a re-run resumes."""
-
+__all__ = ["CheckpointError", "ConfigError", "DataError", "FewrayError", "Interrupted", "run_cli"]
 
 _terminated = False
 

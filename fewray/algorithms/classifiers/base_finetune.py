@@ -11,8 +11,8 @@ from torch.func import functional_call, vmap
 from fewray.algorithms.builder import HEADS
 from fewray.algorithms.classifiers.base_metric import BaseMetricClassifier
 from fewray.algorithms.heads.base_finetune_head import BaseFinetuneHead
-from fewray.platform.errors import ConfigError
-from fewray.platform.registry import validate_kwargs
+from fewray.core.errors import ConfigError
+from fewray.core.registry import validate_kwargs
 
 #: the fine-tuning settings, their defaults (mmfewshot's meta-test ``support.train``) and types
 FINETUNE_DEFAULTS: dict[str, Any] = {

@@ -24,7 +24,7 @@ def backbone_state(source: str | Path | dict[str, Any]) -> dict[str, torch.Tenso
         CheckpointError: the path does not exist or cannot be read.
     """
     if isinstance(source, (str, Path)):
-        from fewray.platform.checkpoint import load_weights
+        from fewray.algorithms.utils.weights import load_weights
 
         source = load_weights(source)
     state = source.get("model", source) if isinstance(source, dict) else source

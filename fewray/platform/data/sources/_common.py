@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from fewray.platform.data.catalog import (
-    check_output_dir,
+    check_output_dir,  # noqa: F401 - re-exported: every source checks its --out first
     publish_atomically,
     to_8bit,
     write_catalog_info,

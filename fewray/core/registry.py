@@ -3,7 +3,7 @@
 Like timm's ``register_model``: ``@BACKBONES.register`` adds a class under its
 name; ``BACKBONES.build({"type": "Conv4", "in_channels": 1})`` validates the
 keyword arguments against the class signature (unknown key or wrong type is a
-:class:`~fewray.platform.errors.ConfigError` naming the key) and instantiates it.
+:class:`~fewray.core.errors.ConfigError` naming the key) and instantiates it.
 
 Example::
 
@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 
 import pydantic
 
-from fewray.platform.errors import ConfigError
+from fewray.core.errors import ConfigError
 
 T = TypeVar("T")
 

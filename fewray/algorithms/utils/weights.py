@@ -1,0 +1,94 @@
+"""Reading weight files without running code: checkpoints, ``train_result.json`` files and bare state dicts.
+
+Every file is loaded with ``torch.load(..., weights_only=True)``: a file that holds Python objects (which
+would run code when unpickled) is refused, never loaded. Used by the models that start from a file (a
+pre-trained backbone) and by the runtime's checkpoints (:mod:`fewray.platform.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fewray.core.errors import CheckpointError
+
+#: the file a checkpoint directory holds
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def train_result_checkpoint(path: str | Path) -> Path:
+    """The best checkpoint named by a ``train_result.json`` (written by ``pipelines/metatrain.py``).
+
+    Raises:
+        CheckpointError: the file is not valid JSON or has no ``best_checkpoint``.
+    """
+    p = Path(path)
+    try:
+        return Path(json.loads(p.read_text())["best_checkpoint"])
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{p} is not a train_result.json (no 'best_checkpoint')") from None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The ``checkpoint.pt`` file behind ``path`` (the file itself, a checkpoint directory or a ``train_result.json``).
+
+    Raises:
+        CheckpointError: if nothing exists at ``path``, the directory holds no checkpoint or the JSON names none.
+    """
+    p = Path(path)
+    if p.suffix == ".json" and p.is_file():
+        p = train_result_checkpoint(p)
+    if p.is_dir():
+        p = p / CHECKPOINT_FILE
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return p
+
+
+def load_weights(path: str | Path, map_location: str = "cpu") -> Any:
+    """``torch.load(..., weights_only=True)`` of the file behind ``path`` (see :func:`resolve_checkpoint`),
+    whatever it holds (a fewray checkpoint or a bare state dict).
+
+    Raises:
+        CheckpointError: missing, truncated, or a pickle that is not plain tensors and containers.
+    """
+    p = resolve_checkpoint(path)
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"cannot read checkpoint {p}: the file is empty (0 bytes)")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: the file holds objects, i.e. code
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc)) or re.search(r"Unsupported global: ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"checkpoint {p} holds Python objects{what}, not only tensors: loading it could run "
+                              f"code, so it was not loaded (save the state dict, torch.save(model.state_dict()))") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged files
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {p}: {detail}") from None
+
+
+def state_dict_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> str | None:
+    """The first difference between a model's state dict and a checkpoint's, in words, or None.
+
+    Example::
+
+        >>> state_dict_mismatch({"w": torch.zeros(2, 3)}, {"w": torch.zeros(3, 3)})
+        "'w' has shape (3, 3) in the checkpoint, (2, 3) in the model"
+    """
+    def shape(t: Any) -> str:
+        return str(tuple(t.shape)) if hasattr(t, "shape") else type(t).__name__
+
+    for key, value in expected.items():
+        if key not in given:
+            return f"'{key}' is missing from the checkpoint ({len([k for k in expected if k not in given])} keys missing)"
+        if hasattr(value, "shape") and shape(given[key]) != shape(value):
+            return f"'{key}' has shape {shape(given[key])} in the checkpoint, {shape(value)} in the model"
+    extra = [k for k in given if k not in expected]
+    if extra:
+        return f"the checkpoint has '{extra[0]}', which the model has not ({len(extra)} unexpected keys)"
+    return None
