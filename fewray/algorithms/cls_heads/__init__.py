@@ -1,0 +1,1 @@
+"""mmpretrain's classification heads (multi-label, ArcFace): registered in :data:`fewray.algorithms.HEADS`."""
