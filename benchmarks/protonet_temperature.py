@@ -38,7 +38,8 @@ from fewray.platform.data.catalog import load_split  # noqa: E402
 from fewray.platform.data.episodes import EpisodicSampler  # noqa: E402
 from fewray.platform.data.transforms import Augmenter  # noqa: E402
 from fewray.platform.features import extract_features, to_float  # noqa: E402
-from fewray.platform.metatest import aggregate, evaluate_tasks  # noqa: E402
+from fewray.evaluation.fewshot_accuracy import aggregate  # noqa: E402
+from fewray.platform.metatest import evaluate_tasks  # noqa: E402
 from fewray.platform.train import make_optimizer  # noqa: E402
 
 CONFIG = ROOT / "configs/classification/proto_net/conv4_caltech101.yaml"

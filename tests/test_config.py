@@ -67,3 +67,34 @@ def test_classifier_keyword_arguments_are_config_keys():
     assert cfg.model.model_dump()["inner_lr"] == 0.1 and cfg.model.model_dump()["first_order"] is True
     with pytest.raises(ConfigError, match="config key 'model.inner_lr'"):
         load_config(CONFIG, ["model.type=MAML", "model.head={type: LinearHead}", "model.inner_lr=fast"])
+
+
+def test_val_metric_picks_the_best_checkpoint_and_is_checked(tmp_path):
+    cfg = load_config(CONFIG, ["val.metric=ci95", "val.mode=min"])
+    assert (cfg.val.metric, cfg.val.mode) == ("ci95", "min")
+    with pytest.raises(ConfigError, match="val.metric 'recall' is not a metric of meta-validation"):
+        load_config(CONFIG, ["val.metric=recall"])
+    with pytest.raises(ConfigError, match="tune.metric 'loss' is not a meta-validation metric"):
+        load_config(CONFIG.parent / "protonet_conv4_omniglot_tune.yaml", ["tune.metric=loss"])
+
+    from fewray.platform.checkpoint import save_checkpoint
+    from fewray.platform.train import RUN_NAME, best_checkpoint
+
+    for step, acc, ci in ((10, 60.0, 2.0), (20, 70.0, 3.0), (30, 65.0, 1.0)):
+        save_checkpoint(tmp_path / RUN_NAME / f"checkpoint_{step:07d}", model={}, step=step,
+                        metrics={"accuracy_mean": acc, "ci95": ci})
+    assert best_checkpoint(tmp_path)[1]["step"] == 20
+    assert best_checkpoint(tmp_path, "ci95", "min")[1]["step"] == 30
+
+
+def test_a_training_step_sums_the_loss_dict():
+    import torch
+
+    from fewray.platform.train import sum_losses
+
+    total, logged = sum_losses({"loss_cls": torch.tensor(0.5, requires_grad=True), "loss_box": torch.tensor(0.25),
+                                "accuracy": torch.tensor(0.75)})
+    assert float(total) == 0.75 and total.requires_grad
+    assert logged == {"loss_cls": 0.5, "loss_box": 0.25, "accuracy": 75.0, "loss": 0.75}
+    with pytest.raises(ValueError, match="has no loss"):
+        sum_losses({"accuracy": torch.tensor(1.0)})

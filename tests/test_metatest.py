@@ -8,7 +8,8 @@ import pytest
 from fewray.platform.checkpoint import load_checkpoint
 from fewray.platform.data.catalog import read_labels
 from fewray.platform.data.episodes import EpisodicSampler
-from fewray.platform.metatest import aggregate, chunks, run_metatest, split_inputs, task_images
+from fewray.evaluation.fewshot_accuracy import aggregate
+from fewray.platform.metatest import chunks, run_metatest, split_inputs, task_images
 from conftest import tiny_config
 
 

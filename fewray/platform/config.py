@@ -130,7 +130,7 @@ class TrainConfig(EpisodeConfig):
         cpus_per_worker (int): CPUs reserved per worker in Ray.
         torch_threads (int | None): torch intra-op threads per worker; default ``cpus_per_worker``.
             On a small machine set it above the reservation so the episode builder keeps a slot.
-        keep_checkpoints (int): best checkpoints kept by ``accuracy_mean`` (the latest is always kept).
+        keep_checkpoints (int): best checkpoints kept by ``val.metric`` (the latest is always kept).
         max_failures (int): worker failures Ray Train recovers from by restarting from the latest checkpoint.
         resource_wait_s (float): seconds to wait for the cluster to offer ``num_workers`` x ``cpus_per_worker``
             CPUs (and GPUs with ``use_gpu``) before giving up with an error naming the request and what the
@@ -171,6 +171,30 @@ class EvalConfig(EpisodeConfig):
     num_tasks: int = Field(2000, ge=1, le=MAX_TASKS)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     batch_size: int = Field(128, ge=1)
+
+
+class ValConfig(EvalConfig):
+    """Meta-validation during training: the tasks of :class:`EvalConfig`, and the metric that picks the best
+    checkpoint.
+
+    Attributes:
+        metric (str): a metric the evaluator reports (few-shot classification: ``accuracy_mean``, ``accuracy_std``,
+            ``ci95``); the kept checkpoints and ``best_checkpoint`` are the best by it. Default ``accuracy_mean``.
+        mode: ``max`` (larger is better, default) or ``min``.
+    """
+
+    metric: str = "accuracy_mean"
+    mode: Literal["max", "min"] = "max"
+
+    @model_validator(mode="after")
+    def _check_metric(self) -> "ValConfig":
+        from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
+
+        reported = [m for m in FewShotAccuracy.metrics if m != "num_tasks"]
+        if self.metric not in reported:
+            raise ConfigError(f"val.metric '{self.metric}' is not a metric of meta-validation "
+                              f"(one of {', '.join(reported)})")
+        return self
 
 
 class TrackingConfig(_Strict):
@@ -230,7 +254,8 @@ class TuneSection(_Strict):
             Primitives: uniform, quniform, loguniform, qloguniform, randint, qrandint, lograndint
             (``[low, high]`` or ``[low, high, q]``) and choice (``[a, b, ...]``). Each key must be a valid config key
             and every bound (every choice) a valid value for it.
-        metric: meta-validation metric reported by the training loop (``accuracy_mean``).
+        metric: the meta-validation metric Tune optimises and ASHA compares (a metric of ``val.metric``'s
+            evaluator: ``accuracy_mean``, ``accuracy_std`` or ``ci95``). Default ``accuracy_mean``.
         mode: ``max`` or ``min``.
         num_samples (int): trials; max_concurrent_trials (int): trials running at once.
         search_alg: ``optuna`` (Tune's OptunaSearch, TPE) or ``random``.
@@ -241,7 +266,7 @@ class TuneSection(_Strict):
     """
 
     search_space: dict[str, dict[str, Any]] = Field(min_length=1)
-    metric: Literal["accuracy_mean"] = "accuracy_mean"
+    metric: str = "accuracy_mean"
     mode: Literal["max", "min"] = "max"
     num_samples: int = Field(8, ge=1)
     max_concurrent_trials: int = Field(1, ge=1)
@@ -250,6 +275,15 @@ class TuneSection(_Strict):
     seed: int = 0
     scheduler: AshaConfig = Field(default_factory=AshaConfig)
     resources_per_trial: TrialResources = Field(default_factory=TrialResources)
+
+    @model_validator(mode="after")
+    def _check_metric(self) -> "TuneSection":
+        from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
+
+        reported = [m for m in FewShotAccuracy.metrics if m != "num_tasks"]
+        if self.metric not in reported:
+            raise ConfigError(f"tune.metric '{self.metric}' is not a meta-validation metric (one of {', '.join(reported)})")
+        return self
 
     @model_validator(mode="after")
     def _check_primitives(self) -> "TuneSection":
@@ -292,7 +326,7 @@ class ExperimentConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    val: EvalConfig = Field(default_factory=lambda: EvalConfig(split="val", num_tasks=500))
+    val: ValConfig = Field(default_factory=lambda: ValConfig(split="val", num_tasks=500))
     test: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: TuneSection | None = None

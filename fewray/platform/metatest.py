@@ -16,7 +16,6 @@ The flow (DESIGN.md, "frozen-backbone meta-test"):
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -30,6 +29,7 @@ import ray
 import torch
 
 from fewray.algorithms import build_classifier
+from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
 from fewray.platform.base_classes import resolve_base_classes
 from fewray.platform.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from fewray.platform.data.catalog import load_split, read_labels
@@ -81,13 +81,6 @@ class MetaTestResult:
             f"{self.ways}-way {self.shots}-shot: accuracy {self.accuracy_mean:.2f}% ± {self.ci95:.2f} "
             f"(95% CI, {self.num_tasks} tasks)"
         )
-
-
-def aggregate(task_accuracies: dict[int, float]) -> tuple[float, float, float]:
-    """``(mean, std, ci95)`` of per-task accuracies, in task-id order (deterministic)."""
-    accs = np.array([task_accuracies[k] for k in sorted(task_accuracies)], dtype=np.float64)
-    mean, std = float(accs.mean()), float(accs.std())
-    return mean, std, 1.96 * std / math.sqrt(len(accs))
 
 
 @torch.no_grad()
@@ -317,12 +310,13 @@ def run_metatest(
     pending = {
         remote_eval.remote(model_cfg, state_ref, feats_ref, labels_ref, episode, ids): len(ids) for ids in task_chunks
     }
-    accs: dict[int, float] = {}
+    evaluator = FewShotAccuracy()
+    partials: list[dict[int, float]] = []
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                accs.update(ray.get(ref))
+                partials.append(evaluator.process(ray.get(ref)))
                 n = pending.pop(ref)
                 if on_progress:
                     on_progress(n)
@@ -331,12 +325,13 @@ def run_metatest(
     except BaseException:
         _discard(pending)  # a bad input fails every chunk alike: report it once, not as "unhandled" errors
         raise
-    mean, std, ci95 = aggregate(accs)
+    accs = evaluator.merge(partials)
+    metrics = evaluator.compute(accs)
     return MetaTestResult(
-        accuracy_mean=mean,
-        accuracy_std=std,
-        ci95=ci95,
-        num_tasks=len(accs),
+        accuracy_mean=metrics["accuracy_mean"],
+        accuracy_std=metrics["accuracy_std"],
+        ci95=metrics["ci95"],
+        num_tasks=metrics["num_tasks"],
         ways=ways,
         shots=shots,
         queries=queries,

@@ -5,7 +5,7 @@
 to MLflow (rank 0), meta-validates every
 ``train.val_interval`` steps (mmfewshot's MetaTestEvalHook) and reports a checkpoint
 (model, optimizer, scheduler, step, config). Ray keeps the best checkpoints by
-``accuracy_mean`` plus the latest; a restarted worker or a re-run with the same
+``val.metric`` (default ``accuracy_mean``) plus the latest; a restarted worker or a re-run with the same
 ``output_dir`` resumes from the latest checkpoint.
 
 Episodic models (ProtoNet, MatchingNet, RelationNet, MAML, MetaBaseline) get one episode per step:
@@ -46,7 +46,8 @@ from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.data.streaming import batch_dataset, episode_dataset
 from fewray.platform.errors import CheckpointError, DataError, Interrupted
 from fewray.platform.features import channels_last, extract_features, to_float
-from fewray.platform.metatest import aggregate, evaluate_tasks
+from fewray.evaluation.fewshot_accuracy import aggregate
+from fewray.platform.metatest import evaluate_tasks
 from fewray.platform.plots import plot_training_curves
 from fewray.platform.preflight import (check_image_size, check_resources, check_same_identity, fingerprint,
                                        identity)
@@ -100,6 +101,36 @@ def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> tuple[torch
         opt = getattr(torch.optim, o.type)(params, lr=o.lr, weight_decay=o.weight_decay)
     s = cfg.train.lr_schedule
     return opt, torch.optim.lr_scheduler.StepLR(opt, s.step_size, s.gamma)
+
+
+def sum_losses(out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """A model's training output (torchvision's convention: a dict of losses) -> ``(total, logged scalars)``.
+
+    Every entry whose key starts with ``loss`` is a loss: their sum is the step's objective and each is logged
+    (``loss``, or ``loss_classifier``, ``loss_box_reg``, ... for detectors), plus ``loss`` as the total when
+    there are several. Other scalar entries are logged as they are, except ``accuracy``, which the heads give
+    as a fraction and the logs hold in percent (``accuracy``, 0-100).
+
+    Raises:
+        ValueError: the dict holds no loss.
+
+    Example::
+
+        >>> total, logged = sum_losses({"loss_a": torch.tensor(1.0), "loss_b": torch.tensor(2.0),
+        ...                             "accuracy": torch.tensor(0.5)})
+        >>> float(total), logged
+        (3.0, {'loss_a': 1.0, 'loss_b': 2.0, 'accuracy': 50.0, 'loss': 3.0})
+    """
+    losses = {k: v for k, v in out.items() if k.startswith("loss")}
+    if not losses:
+        raise ValueError(f"the model's training output has no loss (keys: {', '.join(out)})")
+    total = sum(losses.values())
+    logged: dict[str, float] = {}
+    for key, value in out.items():
+        if key.startswith("loss") or (torch.is_tensor(value) and value.numel() == 1) or isinstance(value, (int, float)):
+            logged[key] = float(value) * (100.0 if key == "accuracy" else 1.0)
+    logged["loss"] = float(total)
+    return total, logged
 
 
 def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
@@ -160,7 +191,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             log.warning("Ray Train worker restarted: resuming from the checkpoint of step %d", step)
     # A restarted worker sees its shard from the start: skip what was trained before the restart.
     skip = step - start_step
-    sums = {"loss": 0.0, "accuracy": 0.0}
+    sums: dict[str, float] = {}
     seen, t_last = 0, time.perf_counter()
     shard = ray.train.get_dataset_shard("train")
     on_batches = trains_on_batches(cfg)
@@ -180,20 +211,20 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 query_img=to_float(batch["query_img"][0]),
                 query_label=batch["query_label"][0],
             )
+        total, scalars = sum_losses(out)
         optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        total.backward()
         optimizer.step()
         scheduler.step()
         step += 1
         seen += 1
-        sums["loss"] += out["loss"].item()
-        sums["accuracy"] += float(out["accuracy"]) * 100.0
+        for key, value in scalars.items():
+            sums[key] = sums.get(key, 0.0) + value
         if step % tc.log_interval == 0:
             if logger:
                 logger.log(
                     {
-                        "loss": sums["loss"] / seen,
-                        "accuracy": sums["accuracy"] / seen,
+                        **{key: value / seen for key, value in sums.items()},
                         "lr": scheduler.get_last_lr()[0],
                         ("batches_per_second" if on_batches else "episodes_per_second"):
                             seen * world / (time.perf_counter() - t_last),
@@ -201,7 +232,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                     step,
                 )
                 logger.flush()
-            sums = {"loss": 0.0, "accuracy": 0.0}
+            sums = {}
             seen, t_last = 0, time.perf_counter()
         if step % tc.val_interval == 0 or step == tc.num_steps:
             metrics: dict[str, Any] = {"step": step}
@@ -273,8 +304,9 @@ def checkpoint_metrics(directory: Path) -> dict[str, float]:
     return {**state.get("metrics", {}), "step": int(state["step"])}
 
 
-def best_checkpoint(output_dir: str | Path) -> tuple[Path, dict[str, float]]:
-    """The kept checkpoint with the highest meta-validation ``accuracy_mean`` (latest step wins ties).
+def best_checkpoint(output_dir: str | Path, metric: str = "accuracy_mean", mode: str = "max") -> tuple[Path, dict[str, float]]:
+    """The kept checkpoint with the best meta-validation ``metric`` (``mode`` ``max`` or ``min``; the latest
+    step wins ties).
 
     Raises:
         CheckpointError: if the output dir holds no checkpoint.
@@ -282,7 +314,8 @@ def best_checkpoint(output_dir: str | Path) -> tuple[Path, dict[str, float]]:
     scored = [(d, checkpoint_metrics(d)) for _, d in list_checkpoints(output_dir)]
     if not scored:
         raise CheckpointError(f"no checkpoint in {Path(output_dir) / RUN_NAME}")
-    return max(scored, key=lambda dm: (dm[1]["accuracy_mean"], dm[1]["step"]))
+    sign = 1.0 if mode == "max" else -1.0
+    return max(scored, key=lambda dm: (sign * dm[1][metric], dm[1]["step"]))
 
 
 def check_training_data(cfg: ExperimentConfig) -> None:
@@ -370,8 +403,8 @@ def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_
             storage_path=str(output_dir),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=tc.keep_checkpoints,
-                checkpoint_score_attribute="accuracy_mean",
-                checkpoint_score_order="max",
+                checkpoint_score_attribute=cfg.val.metric,
+                checkpoint_score_order=cfg.val.mode,
             ),
             failure_config=FailureConfig(max_failures=tc.max_failures),
             callbacks=list(callbacks or []),
@@ -484,7 +517,7 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
         if reached < tc.num_steps:  # Ray Train aborts gracefully on SIGINT (and fewray's SIGTERM) and returns
             raise Interrupted(f"training stopped at step {reached} of {tc.num_steps}; re-run to resume")
         seconds = time.perf_counter() - t0
-        best_dir, best = best_checkpoint(output_dir)
+        best_dir, best = best_checkpoint(output_dir, cfg.val.metric, cfg.val.mode)
         newest_dir, _ = latest_checkpoint(output_dir)
         mlflow.log_metrics(
             {"best_val_accuracy_mean": best["accuracy_mean"], "best_val_ci95": best["ci95"], "train_seconds": seconds}
@@ -498,6 +531,7 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
             "best_step": int(best["step"]),
             "best_val_accuracy_mean": float(best["accuracy_mean"]),
             "best_val_ci95": float(best["ci95"]),
+            "best_metric": {"name": cfg.val.metric, "mode": cfg.val.mode, "value": float(best[cfg.val.metric])},
             "latest_checkpoint": str((newest_dir or best_dir) / CHECKPOINT_FILE),
             "num_steps": tc.num_steps,
             "resumed_from_step": start_step,

@@ -471,7 +471,7 @@ def _trial_record(res: Any, cfg: ExperimentConfig, metric: str, mode: str, runs_
         rec["stopped_early"] = not res.error and rec["last_step"] < cfg.train.num_steps
         if not (rec["best_checkpoint"] and Path(rec["best_checkpoint"]).is_file()):
             try:  # e.g. Ray kept another checkpoint of the same accuracy
-                best_dir, _ = best_checkpoint(rec["trial_dir"])
+                best_dir, _ = best_checkpoint(rec["trial_dir"], metric, mode)
                 rec["best_checkpoint"] = str(best_dir / CHECKPOINT_FILE)
             except CheckpointError:
                 rec["best_checkpoint"] = None
