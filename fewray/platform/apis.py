@@ -22,7 +22,6 @@ built), then scaled to [0, 1] floats as in meta-test.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,11 @@ import torch
 from PIL import Image
 
 from fewray.algorithms import build_classifier
-from fewray.platform.checkpoint import load_checkpoint, load_model_state
+from fewray.platform.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, load_config
 from fewray.platform.data.catalog import to_8bit
 from fewray.platform.data.sources._common import open_image
-from fewray.platform.errors import CheckpointError, ConfigError, DataError
+from fewray.platform.errors import ConfigError, DataError
 from fewray.platform.features import channels_last, to_float
 
 ImageLike = Any  # str | Path | PIL.Image.Image | np.ndarray (H, W[, C]) uint8
@@ -49,17 +48,6 @@ class SupportSetError(DataError, ValueError):
     """A support or query set the model cannot use: no images, images and labels of different lengths,
     fewer than 2 classes. A :class:`~fewray.platform.errors.DataError` (one line, exit 2 in a pipeline) and,
     as before, a ``ValueError``."""
-
-
-def _checkpoint_file(checkpoint: str | Path) -> Path:
-    """A ``checkpoint.pt``, a checkpoint directory or a ``train_result.json`` (its best checkpoint)."""
-    p = Path(checkpoint).expanduser()
-    if p.suffix == ".json" and p.is_file():
-        try:
-            return Path(json.loads(p.read_text())["best_checkpoint"])
-        except (ValueError, KeyError, TypeError):
-            raise CheckpointError(f"{p} is not a train_result.json (no 'best_checkpoint')") from None
-    return p
 
 
 def init_classifier(
@@ -95,7 +83,7 @@ def init_classifier(
     state = None
     path = None
     if checkpoint is not None:
-        path = _checkpoint_file(checkpoint)
+        path = resolve_checkpoint(Path(checkpoint).expanduser())
         state = load_checkpoint(path)
     if config is None:
         if state is None or not isinstance(state.get("config"), dict):

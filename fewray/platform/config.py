@@ -415,14 +415,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
     """
     for item in overrides or []:
         path, value = _parse_override(item)
-        node = raw
-        for i, part in enumerate(path[:-1]):
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {item}: config key '{'.'.join(path[: i + 1])}' is not a section")
-            node = nxt
-        node[path[-1]] = value
+        try:
+            _set_in_place(raw, path, value)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item}: {exc}") from None
     return raw
+
+
+def _set_in_place(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``raw[parts[0]][parts[1]]...`` to ``value``, creating missing sections.
+
+    Raises:
+        ConfigError: a part of the path is not a section (a mapping).
+    """
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"config key '{'.'.join(parts[: i + 1])}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -488,14 +500,10 @@ def set_by_path(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     import copy
 
     out = copy.deepcopy(raw)
-    node = out
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"config key '{'.'.join(parts[: i + 1])}' is not a section (in '{key}')")
-        node = nxt
-    node[parts[-1]] = value
+    try:
+        _set_in_place(out, key.split("."), value)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in '{key}')") from None
     return out
 
 
