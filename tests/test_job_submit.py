@@ -1,8 +1,14 @@
-"""The README's "On a Ray cluster" section, as written: cluster/local/start.sh (a head and a worker node on
-127.0.0.1 plus an MLflow server), `ray job submit` of pipelines/metatest.py logging to that server, stop.sh."""
+"""The README's "On a Ray cluster" section, as written: its command lines, read from README.md, run by bash
+in a user's fresh shell (PATH without any venv, no VIRTUAL_ENV, no Ray or MLflow variables):
+cluster/local/start.sh (a head and a worker node on 127.0.0.1 plus an MLflow server), the exports it prints,
+`.venv/bin/ray job submit` of pipelines/metatest.py logging to that server, and cluster/local/stop.sh.
+
+Only this test's own values replace the README's: the ports, the checkpoint, the catalog, the output file,
+and ``--num-tasks 100`` appended to keep it short."""
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,6 +17,28 @@ import pytest
 
 from fewray.platform.runtime import free_port
 from conftest import PYTHON, REPO
+
+#: a login shell's PATH on Debian/Ubuntu, without the venv that runs the tests
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def readme_cluster_commands() -> list[str]:
+    """The command lines of the first ``bash`` block of the README's "On a Ray cluster" section, with
+    backslash continuations joined: start.sh, the export line, ray job submit, stop.sh."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### On a Ray cluster"):]
+    block = section[section.index("```bash\n") + len("```bash\n"):]
+    block = block[:block.index("```")]
+    commands = [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    assert len(commands) == 4, commands
+    assert commands[0].startswith("cluster/local/start.sh") and commands[3] == "cluster/local/stop.sh", commands
+    assert commands[1].startswith("export RAY_ADDRESS=") and " job submit " in commands[2], commands
+    return commands
+
+
+def _replace(command: str, old: str, new: str) -> str:
+    assert old in command, f"{old!r} is no longer in the README's line {command!r}"
+    return command.replace(old, new)
 
 
 def _nodes_seen_by_state_api_in_a_task(ray) -> list[str]:
@@ -25,50 +53,72 @@ def _nodes_seen_by_state_api_in_a_task(ray) -> list[str]:
 
 @pytest.mark.slow
 def test_readme_cluster_section_with_local_scripts(trained, omniglot_catalog, ray_local, tmp_path):
+    start_line, export_line, submit_line, stop_line = readme_cluster_commands()
     ports = {k: str(free_port()) for k in ("GCS_PORT", "DASHBOARD_PORT", "MLFLOW_PORT")}
     # agent ports come in blocks of 4 (see start.sh); pick bases well apart from each other
     ports["HEAD_AGENT_PORT"], ports["WORKER_AGENT_PORT"] = "52905", "52915"
     state = tmp_path / "cluster"
-    env = {**os.environ, **ports, "VENV": str(Path(PYTHON).parent.parent), "FEWRAY_LOCAL_CLUSTER_DIR": str(state),
-           "PATH": f"{Path(PYTHON).parent}:{os.environ['PATH']}"}
-    for inherited in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):  # not in a user's fresh shell
-        env.pop(inherited, None)
-    start = subprocess.run(["bash", str(REPO / "cluster" / "local" / "start.sh")], env=env, cwd=REPO,
-                           capture_output=True, text=True, timeout=300)
+    venv = Path(PYTHON).parent.parent
+    # a user's fresh shell: no venv on PATH, nothing of Ray or MLflow set; start.sh's settings for the ports
+    env = {"PATH": SYSTEM_PATH, "HOME": os.environ.get("HOME", str(tmp_path)), "LANG": "C.UTF-8",
+           **ports, "FEWRAY_LOCAL_CLUSTER_DIR": str(state)}
+    if os.environ.get("TMPDIR"):
+        env["TMPDIR"] = os.environ["TMPDIR"]
+    if venv.resolve() != (REPO / ".venv").resolve():  # the tests run from another venv than the README's
+        env["VENV"] = str(venv)
+        submit_line = _replace(submit_line, ".venv/bin/ray ", f"{venv}/bin/ray ")
+    export_line = _replace(export_line, "127.0.0.1:8265", f"127.0.0.1:{ports['DASHBOARD_PORT']}")
+    export_line = _replace(export_line, "127.0.0.1:5000", f"127.0.0.1:{ports['MLFLOW_PORT']}")
+    out = tmp_path / "metatest_cluster.json"
+    train_result = Path(trained["work"]) / "out" / "train_result.json"
+    assert train_result.is_file()
+    for old, new in (("$PWD/runs/protonet/train_result.json", str(train_result)),
+                     ("$PWD/data/omniglot", str(omniglot_catalog)),
+                     ("$PWD/runs/protonet/metatest_cluster.json", str(out))):
+        submit_line = _replace(submit_line, old, new)
+    submit_line += " --num-tasks 100"
+
+    def bash(script: str, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout)
+
+    start = bash(start_line, 300)
     pids = [int((state / f"{n}.pid").read_text()) for n in ("head", "worker", "mlflow") if (state / f"{n}.pid").exists()]
     try:
         assert start.returncode == 0, start.stdout[-3000:] + start.stderr[-3000:]
-        exports = start.stdout.strip().splitlines()[-1]
-        assert exports.startswith("export ")
-        for kv in exports.split()[1:]:
-            k, v = kv.split("=", 1)
-            env[k] = v
-        assert env["RAY_ADDRESS"] == f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
+        assert start.stdout.strip().splitlines()[-1] == export_line  # the README's line, with these ports
         # start.sh's `ray start` recorded its head in /tmp/ray/ray_current_cluster; the state API inside this
         # session's local Ray (Ray Train's PlacementGroupCleaner uses it) must still see this Ray, not that one
         assert _nodes_seen_by_state_api_in_a_task(ray_local) == sorted(n["NodeID"] for n in ray_local.nodes())
-        out = tmp_path / "metatest_cluster.json"
-        # the README's command (paths of this test's checkpoint and catalog)
-        submit = subprocess.run(
-            ["ray", "job", "submit", "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
-             "python", "pipelines/metatest.py", "--config", "configs/classification/protonet_conv4_omniglot.yaml",
-             "--checkpoint", trained["best_checkpoint"], "--set", f"data.root={omniglot_catalog}",
-             "--num-tasks", "100", "--output", str(out)],
-            env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+        submit = bash(f"set -e\n{export_line}\n{submit_line}", 400)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "5-way 1-shot: accuracy" in submit.stdout
+        # the job's output is the pipeline's: no line of Ray's core worker (its logs stay in the nodes' files)
+        noise = [line for line in (submit.stdout + submit.stderr).splitlines()
+                 if re.search(r"core_worker|\.cc:\d+|\(\S* ?pid=\d+", line)]
+        assert not noise, noise
         result = json.loads(out.read_text())
         assert result["num_tasks"] == 100 and result["ways"] == 5 and result["shots"] == 1
         assert result["queries"] == 15 and result["seed"] == 0
         assert {"accuracy_mean", "accuracy_std", "ci95", "mlflow_run_id"} <= set(result)
-        assert result["tracking_uri"] == env["MLFLOW_TRACKING_URI"]  # the job logged to the cluster's server
+        uri = f"http://127.0.0.1:{ports['MLFLOW_PORT']}"
+        assert result["tracking_uri"] == uri  # the job logged to the cluster's server
 
         from mlflow.tracking import MlflowClient
 
-        run = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(result["mlflow_run_id"])
+        run = MlflowClient(uri).get_run(result["mlflow_run_id"])
         assert run.data.metrics["accuracy_mean"] == pytest.approx(result["accuracy_mean"])
     finally:
-        stop = subprocess.run(["bash", str(REPO / "cluster" / "local" / "stop.sh")], env=env, cwd=REPO,
-                              capture_output=True, text=True, timeout=300)
+        stop = bash(stop_line, 300)
+        left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        for pid in left:  # what stop.sh missed, so that a failure here leaves no cluster behind
+            try:
+                proc = psutil.Process(pid)
+                proc.terminate()
+                proc.wait(30)
+            except psutil.TimeoutExpired:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
     assert stop.returncode == 0, stop.stderr
-    assert pids and not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert pids and not left

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start an MLflow tracking server and a local Ray "cluster" (a head and one worker node, both on 127.0.0.1)
-# whose jobs log to it (the nodes inherit MLFLOW_TRACKING_URI), then print the exports to use it.
+# whose jobs log to it (the nodes inherit MLFLOW_TRACKING_URI) and run with the venv's python (VENV/bin first
+# on the nodes' PATH), then print the exports to use it. No venv needs to be active in the calling shell.
 # Stop exactly these processes with cluster/local/stop.sh (not `ray stop`, which stops every Ray on the machine).
 #
 # Settings (environment): VENV (default .venv), FEWRAY_LOCAL_CLUSTER_DIR (state and logs, default
@@ -43,6 +44,9 @@ wait_http "http://127.0.0.1:$MLFLOW_PORT/health" "the MLflow server"
 
 # jobs on this cluster log to that server by default: the nodes (and so every job driver) inherit it
 export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
+# the nodes, and so every job's entrypoint (`ray job submit ... -- python ...`) and worker, find the venv's
+# python (torch, fewray's dependencies) first on PATH, also when start.sh runs from a shell without the venv
+export PATH="$BIN:$PATH"
 
 # --block keeps one process per node whose SIGTERM stops that node only (stop.sh uses the pid files)
 # shellcheck disable=SC2046
