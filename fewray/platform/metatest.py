@@ -400,10 +400,11 @@ def meta_test_checkpoint(
     tracking_uri: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Meta-test ``checkpoint`` on ``cfg.test`` with Ray and log it to MLflow.
+    """Meta-test ``checkpoint`` on ``cfg.test`` with Ray and log it to MLflow (one shot count: ``test.shots``).
 
     Logs params (flattened config, checkpoint path), metrics (``accuracy_mean``, ``accuracy_std``,
-    ``ci95``, ``seconds``), the config, the per-task CSV and a task-accuracy histogram.
+    ``ci95``, ``seconds``), the config, the per-task CSV (``tasks/task_accuracies.csv``) and a task-accuracy
+    histogram (``plots/task_accuracy_hist.png``).
 
     Args:
         cfg: the experiment config (``test:`` gives the episodes, ``model:`` the architecture).
@@ -411,7 +412,8 @@ def meta_test_checkpoint(
             ``models:/NAME/VERSION`` (also ``models:/NAME/latest``, ``models:/NAME@ALIAS``).
         num_workers: evaluation Ray tasks (default: one per GPU, else per CPU).
         tracking_uri: MLflow tracking URI (default ``cfg.tracking.tracking_uri``, ``MLFLOW_TRACKING_URI``, ./mlflow.db).
-        progress: show a tqdm bar (tasks done of total, rate, ETA) - pass ``sys.stderr.isatty()``.
+        progress: a tqdm bar (tasks done of total, rate, ETA) on a terminal - pass ``sys.stderr.isatty()``;
+            otherwise a plain progress line on stderr at each quarter.
 
     Returns:
         The result JSON: :meth:`MetaTestResult.summary` plus ``line``, ``checkpoint``,
@@ -422,41 +424,7 @@ def meta_test_checkpoint(
         DataError: bad data or episode shape; TrackingError: unreachable tracking server.
         All before any Ray task starts.
     """
-    import mlflow
-    import yaml
-    from tqdm import tqdm
-
-    from fewray.platform.config import flatten
-    from fewray.platform.plots import plot_accuracy_histogram
-    from fewray.platform.tracking import log_dict_params, setup_tracking
-
-    path, state, cfg, _ = prepare_metatest(cfg, checkpoint, [cfg.test.shots], tracking_uri)
-    model_cfg = cfg.model.model_dump()
-    t = cfg.test
-    uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
-    init_ray()
-    cfg_dict = cfg.to_dict()
-    with mlflow.start_run(run_name=f"{cfg.name}-metatest-{t.ways}w{t.shots}s") as run:
-        mlflow.set_tag("fewray.kind", "metatest")
-        log_dict_params({**flatten(cfg_dict), "checkpoint": str(path)})
-        mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
-        with tqdm(total=t.num_tasks, unit="task", desc="meta-test", disable=not progress) as bar:
-            res = run_metatest(
-                model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels,
-                t.ways, t.shots, t.queries, t.num_tasks, t.seed, num_workers, t.batch_size, on_progress=bar.update,
-            )
-        mlflow.log_metrics({"accuracy_mean": res.accuracy_mean, "accuracy_std": res.accuracy_std,
-                            "ci95": res.ci95, "seconds": res.seconds})
-        ids = sorted(res.task_accuracies)
-        csv = "task_id,accuracy\n" + "".join(f"{i},{res.task_accuracies[i]:.4f}\n" for i in ids)
-        mlflow.log_text(csv, "tasks/task_accuracies.csv")
-        with tempfile.TemporaryDirectory() as d:
-            png = plot_accuracy_histogram([res.task_accuracies[i] for i in ids], res.line(), Path(d) / "task_accuracy_hist.png")
-            mlflow.log_artifact(str(png), "plots")
-        out = {**res.summary(), "line": res.line(), "checkpoint": str(path),
-               "mlflow_run_id": run.info.run_id, "tracking_uri": uri}
-        mlflow.log_dict(out, "result.json")
-    return out
+    return meta_test_single(_meta_test_logged(cfg, checkpoint, [cfg.test.shots], num_workers, tracking_uri, progress))
 
 
 def meta_test_shots(
@@ -469,9 +437,9 @@ def meta_test_shots(
 ) -> dict[str, Any]:
     """Meta-test ``checkpoint`` at several shot counts (``cfg.test`` gives the rest) in one MLflow run.
 
-    Each shot count is a :func:`run_metatest` on one shared feature pass (same ways, queries, tasks and seed). The run holds
-    ``accuracy_mean_<K>shot``, ``accuracy_std_<K>shot``, ``ci95_<K>shot`` and ``accuracy_mean`` / ``ci95`` with
-    step = K (a curve over shots in the MLflow UI), ``tasks/task_accuracies_<K>shot.csv``,
+    Each shot count is a :func:`run_metatest` on one shared feature pass (same ways, queries, tasks and seed). The
+    run holds ``accuracy_mean_<K>shot``, ``accuracy_std_<K>shot``, ``ci95_<K>shot`` and ``accuracy_mean`` / ``ci95``
+    with step = K (a curve over shots in the MLflow UI), ``tasks/task_accuracies_<K>shot.csv``,
     ``plots/task_accuracy_hist_<K>shot.png``, ``plots/accuracy_vs_shots.png`` (mean with 95% CI error bars)
     and ``result.json``.
 
@@ -487,57 +455,109 @@ def meta_test_shots(
         ConfigError: empty ``shots``; CheckpointError, DataError (checked for every K before any task),
         TrackingError: as :func:`meta_test_checkpoint`.
     """
-    import mlflow
-    import yaml
-    from tqdm import tqdm
-
-    from fewray.platform.config import flatten
     from fewray.platform.errors import ConfigError
-    from fewray.platform.plots import plot_accuracy_histogram, plot_accuracy_vs_shots
-    from fewray.platform.tracking import log_dict_params, setup_tracking
 
     shots = list(dict.fromkeys(int(k) for k in shots))
     if not shots or min(shots) < 1:
         raise ConfigError(f"--shots needs one or more positive integers, got {shots}")
+    return _meta_test_logged(cfg, checkpoint, shots, num_workers, tracking_uri, progress)
+
+
+class TaskProgress:
+    """Meta-test progress: a tqdm bar on a terminal, else a plain line on stderr at each quarter of the tasks
+    (``meta-test: 500/2000 tasks (25%), 12 s``), so that logs of ``ray job submit`` and CI show it too."""
+
+    def __init__(self, total: int, tty: bool) -> None:
+        from tqdm import tqdm
+
+        self.total, self.done, self.tty, self.t0 = total, 0, tty, time.perf_counter()
+        self.bar = tqdm(total=total, unit="task", desc="meta-test", disable=not tty)
+        self.next_line = total / 4
+
+    def update(self, n: int) -> None:
+        """``n`` more tasks finished."""
+        import sys
+
+        self.done += n
+        self.bar.update(n)
+        if not self.tty and self.done >= self.next_line:
+            print(f"meta-test: {self.done}/{self.total} tasks ({100 * self.done // self.total}%), "
+                  f"{time.perf_counter() - self.t0:.0f} s", file=sys.stderr, flush=True)
+            while self.next_line <= self.done:
+                self.next_line += self.total / 4
+
+    def set_postfix_str(self, text: str) -> None:
+        """Shown after the bar (e.g. the shot count being evaluated)."""
+        self.bar.set_postfix_str(text)
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
+
+
+def _meta_test_logged(cfg: "ExperimentConfig", checkpoint: str | Path, shots: list[int], num_workers: int | None,
+                      tracking_uri: str | None, progress: bool) -> dict[str, Any]:
+    """The meta-test of :func:`meta_test_shots` (one MLflow run, one feature pass for every shot count); with one
+    shot count the metric and artifact names carry no ``_<K>shot`` suffix and no accuracy-vs-shots plot is made."""
+    import mlflow
+    import yaml
+
+    from fewray.platform.config import flatten
+    from fewray.platform.plots import plot_accuracy_histogram, plot_accuracy_vs_shots
+    from fewray.platform.tracking import log_dict_params, setup_tracking
+
     label, state, cfg, labels = prepare_metatest(cfg, checkpoint, shots, tracking_uri)
     model_cfg = cfg.model.model_dump()
     t = cfg.test
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
     init_ray()
     cfg_dict = cfg.to_dict()
+    several = len(shots) > 1
     results: list[dict[str, Any]] = []
     name = "-".join(str(k) for k in shots)
     with mlflow.start_run(run_name=f"{cfg.name}-metatest-{t.ways}w{name}s") as run:
-        mlflow.set_tag("fewray.kind", "metatest-shots")
-        log_dict_params({**flatten(cfg_dict), "checkpoint": label, "shots": ",".join(map(str, shots))})
+        mlflow.set_tag("fewray.kind", "metatest-shots" if several else "metatest")
+        params = {**flatten(cfg_dict), "checkpoint": label}
+        log_dict_params({**params, "shots": ",".join(map(str, shots))} if several else params)
         mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
-        with tqdm(total=t.num_tasks * len(shots), unit="task", desc="meta-test", disable=not progress) as bar, \
-                tempfile.TemporaryDirectory() as d:
-            image_ids = task_images(labels, [(t.ways, k, t.queries, t.seed) for k in shots], t.num_tasks, t.split)
-            inputs = split_inputs(model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels, t.batch_size,
-                                  image_ids)
-            for k in shots:  # one feature pass serves every shot count
-                bar.set_postfix_str(f"{k}-shot")
-                res = run_metatest(
-                    model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels,
-                    t.ways, k, t.queries, t.num_tasks, t.seed, num_workers, t.batch_size, on_progress=bar.update,
-                    inputs=inputs,
-                )
-                mlflow.log_metrics({f"accuracy_mean_{k}shot": res.accuracy_mean,
-                                    f"accuracy_std_{k}shot": res.accuracy_std, f"ci95_{k}shot": res.ci95,
-                                    f"seconds_{k}shot": res.seconds})
-                mlflow.log_metrics({"accuracy_mean": res.accuracy_mean, "ci95": res.ci95}, step=k)
-                ids = sorted(res.task_accuracies)
-                csv = "task_id,accuracy\n" + "".join(f"{i},{res.task_accuracies[i]:.4f}\n" for i in ids)
-                mlflow.log_text(csv, f"tasks/task_accuracies_{k}shot.csv")
-                png = plot_accuracy_histogram([res.task_accuracies[i] for i in ids], res.line(),
-                                              Path(d) / f"task_accuracy_hist_{k}shot.png")
-                mlflow.log_artifact(str(png), "plots")
-                results.append({**res.summary(), "line": res.line()})
-            png = plot_accuracy_vs_shots(results, Path(d) / "accuracy_vs_shots.png")
-            mlflow.log_artifact(str(png), "plots")
+        bar = TaskProgress(t.num_tasks * len(shots), progress)
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                image_ids = task_images(labels, [(t.ways, k, t.queries, t.seed) for k in shots], t.num_tasks, t.split)
+                inputs = split_inputs(model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels,
+                                      t.batch_size, image_ids)
+                for k in shots:  # one feature pass serves every shot count
+                    bar.set_postfix_str(f"{k}-shot")
+                    res = run_metatest(
+                        model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels,
+                        t.ways, k, t.queries, t.num_tasks, t.seed, num_workers, t.batch_size,
+                        on_progress=bar.update, inputs=inputs,
+                    )
+                    suffix = f"_{k}shot" if several else ""
+                    mlflow.log_metrics({f"accuracy_mean{suffix}": res.accuracy_mean,
+                                        f"accuracy_std{suffix}": res.accuracy_std, f"ci95{suffix}": res.ci95,
+                                        f"seconds{suffix}": res.seconds})
+                    if several:
+                        mlflow.log_metrics({"accuracy_mean": res.accuracy_mean, "ci95": res.ci95}, step=k)
+                    ids = sorted(res.task_accuracies)
+                    csv = "task_id,accuracy\n" + "".join(f"{i},{res.task_accuracies[i]:.4f}\n" for i in ids)
+                    mlflow.log_text(csv, f"tasks/task_accuracies{suffix}.csv")
+                    png = plot_accuracy_histogram([res.task_accuracies[i] for i in ids], res.line(),
+                                                  Path(d) / f"task_accuracy_hist{suffix}.png")
+                    mlflow.log_artifact(str(png), "plots")
+                    results.append({**res.summary(), "line": res.line()})
+                if several:
+                    mlflow.log_artifact(str(plot_accuracy_vs_shots(results, Path(d) / "accuracy_vs_shots.png")), "plots")
+        finally:
+            bar.close()
         out = {"results": results, "lines": [r["line"] for r in results], "shots": shots, "ways": t.ways,
                "queries": t.queries, "num_tasks": t.num_tasks, "seed": t.seed, "split": t.split,
                "checkpoint": label, "mlflow_run_id": run.info.run_id, "tracking_uri": uri}
-        mlflow.log_dict(out, "result.json")
+        mlflow.log_dict(out if several else meta_test_single(out), "result.json")
     return out
+
+
+def meta_test_single(out: dict[str, Any]) -> dict[str, Any]:
+    """The one-shot-count result JSON (summary + ``line``, ``checkpoint``, run id, URI) of a single-K ``out``."""
+    (result,) = out["results"]
+    return {**result, **{k: out[k] for k in ("checkpoint", "mlflow_run_id", "tracking_uri")}}

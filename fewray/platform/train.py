@@ -128,8 +128,8 @@ def sum_losses(out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
     logged: dict[str, float] = {}
     for key, value in out.items():
         if key.startswith("loss") or (torch.is_tensor(value) and value.numel() == 1) or isinstance(value, (int, float)):
-            logged[key] = float(value) * (100.0 if key == "accuracy" else 1.0)
-    logged["loss"] = float(total)
+            logged[key] = float(value.detach() if torch.is_tensor(value) else value) * (100.0 if key == "accuracy" else 1.0)
+    logged["loss"] = float(total.detach())
     return total, logged
 
 
