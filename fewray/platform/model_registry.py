@@ -13,12 +13,28 @@ unpickles arbitrary code (MLflow 3 refuses unless ``MLFLOW_ALLOW_PICKLE_DESERIAL
 A state dict loads with ``torch.load(weights_only=True)`` (like every fewray checkpoint) and rebuilds the
 classifier from the config, so nothing in a downloaded file is ever unpickled.
 
-Example::
+Example (registering needs a finished meta-training run in an MLflow store, so those lines are skipped when
+the examples are tested)::
 
-    >>> info = register_checkpoint("runs/protonet/train_result.json", "protonet-omniglot", run_id=run_id)
-    >>> info["uri"]
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> from fewray.platform.model_registry import (is_model_uri, load_registered_checkpoint, parse_model_uri,
+    ...                                             register_checkpoint)
+    >>> result = json.loads(Path("runs/protonet/train_result.json").read_text())  # doctest: +SKIP
+    >>> info = register_checkpoint(result["best_checkpoint"], "protonet-omniglot",
+    ...                            run_id=result["mlflow_run_id"])  # doctest: +SKIP
+    >>> info["uri"]  # doctest: +SKIP
     'models:/protonet-omniglot/1'
-    >>> state, path = load_registered_checkpoint("models:/protonet-omniglot/1", tmp_dir)
+    >>> state, path = load_registered_checkpoint(info["uri"], tempfile.mkdtemp())  # doctest: +SKIP
+    >>> sorted(state)  # doctest: +SKIP
+    ['config', 'metrics', 'model', 'step']
+
+The ``models:/`` URIs it accepts (anything else is a checkpoint path)::
+
+    >>> parse_model_uri("models:/protonet-omniglot/1"), parse_model_uri("models:/protonet-omniglot@champion")
+    (('protonet-omniglot', '1', None), ('protonet-omniglot', None, 'champion'))
+    >>> is_model_uri("models:/protonet-omniglot/latest"), is_model_uri("runs/protonet/train_result.json")
+    (True, False)
 """
 
 from __future__ import annotations

@@ -14,11 +14,20 @@ The flow of :func:`run_sweep` (driver):
    parent: the best trial's config as ``best_config.yaml`` (accepted by ``pipelines/metatrain.py``),
    ``sweep_summary.json`` / ``sweep_summary.md`` and ``plots/hparams_vs_metric.png``.
 
-Example::
+Example (the sweep itself starts Ray and trains every trial, so that line and its result are skipped when
+the examples are tested)::
 
+    >>> from fewray.platform.config import load_config
+    >>> from fewray.platform.tune import run_sweep, search_space, trial_config
     >>> cfg = load_config("configs/classification/protonet_conv4_omniglot_tune.yaml")
-    >>> summary = run_sweep(cfg, "runs/sweep")
-    >>> summary["best_config"]          # path of the exported YAML
+    >>> sorted(search_space(cfg))       # the config keys each trial samples
+    ['model.head.temperature', 'train.optimizer.lr']
+    >>> trial = trial_config(cfg.to_dict(), {"train.optimizer.lr": 0.003, "model.head.temperature": 0.5})
+    >>> trial.train.optimizer.lr, trial.model.head["temperature"], trial.tune   # a plain training config
+    (0.003, 0.5, None)
+    >>> summary = run_sweep(cfg, "runs/sweep")  # doctest: +SKIP
+    >>> summary["best_config"]          # path of the exported YAML  # doctest: +SKIP
+    '.../runs/sweep/best_config.yaml'
 """
 
 from __future__ import annotations

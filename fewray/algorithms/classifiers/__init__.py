@@ -1,5 +1,6 @@
 """Few-shot classifiers: a backbone plus a head, with mmfewshot's meta-test contract."""
 
+from fewray.algorithms.classifiers.arcface_baseline import ArcFaceBaseline
 from fewray.algorithms.classifiers.base_finetune import BaseFinetuneClassifier, finetune_head
 from fewray.algorithms.classifiers.base_metric import BaseMetricClassifier
 from fewray.algorithms.classifiers.baseline import Baseline
@@ -13,6 +14,7 @@ from fewray.algorithms.classifiers.relation_net import RelationNet
 
 __all__ = [
     "MAML",
+    "ArcFaceBaseline",
     "BaseFinetuneClassifier",
     "BaseMetricClassifier",
     "Baseline",

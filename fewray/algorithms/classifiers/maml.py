@@ -56,12 +56,24 @@ class MAML(BaseMetricClassifier):
 
     Example::
 
+        >>> import torch
+        >>> from fewray.algorithms import build_classifier
         >>> model = build_classifier({"type": "MAML", "backbone": {"type": "Conv4", "in_channels": 1},
         ...     "head": {"type": "LinearHead", "num_classes": 5, "in_channels": 64},
         ...     "num_inner_steps": 1, "inner_lr": 0.4})
         >>> out = model(mode="train", support_img=torch.rand(5, 1, 28, 28), support_label=torch.arange(5),
         ...             query_img=torch.rand(5, 1, 28, 28), query_label=torch.arange(5))
-        >>> out["loss"].backward()
+        >>> out["loss"].backward()   # the meta-gradient reaches the initial weights through the inner step
+        >>> model.backbone.layers[0][0].weight.grad.shape
+        torch.Size([64, 1, 3, 3])
+
+        Meta-test adapts on each task's support images (not features)::
+
+        >>> model.before_meta_test({"test_num_inner_steps": 2})
+        >>> model.before_forward_support()
+        >>> model(mode="support", img=torch.rand(5, 1, 28, 28), label=torch.arange(5))
+        >>> model(mode="query", img=torch.rand(3, 1, 28, 28)).shape
+        torch.Size([3, 5])
     """
 
     frozen_backbone_at_test = False

@@ -20,8 +20,16 @@ class MatchingNet(BaseMetricClassifier):
 
     Example::
 
+        >>> import torch
+        >>> from fewray.algorithms import build_classifier
         >>> model = build_classifier({"type": "MatchingNet", "backbone": {"type": "Conv4", "in_channels": 1},
         ...                           "head": {"type": "MatchingHead"}})
         >>> out = model(mode="train", support_img=torch.rand(5, 1, 28, 28), support_label=torch.arange(5),
         ...             query_img=torch.rand(5, 1, 28, 28), query_label=torch.arange(5))
+        >>> sorted(out)
+        ['accuracy', 'loss']
+        >>> model.before_meta_test()   # then 2 tasks scored at once on frozen features (T, N*K, D)
+        >>> model.forward_tasks(torch.randn(2, 5, 64), torch.arange(5).repeat(2, 1), torch.randn(2, 3, 64),
+        ...                     num_classes=5).shape
+        torch.Size([2, 3, 5])
     """

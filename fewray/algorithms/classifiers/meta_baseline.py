@@ -52,9 +52,27 @@ class MetaBaseline(BaseMetricClassifier):
 
     Example::
 
+        >>> import torch
+        >>> from fewray.algorithms import build_classifier
+        >>> baseline_model = build_classifier({"type": "Baseline",   # stage 1 (trained, in practice)
+        ...     "backbone": {"type": "Conv4", "in_channels": 1},
+        ...     "head": {"type": "LinearHead", "num_classes": 20, "in_channels": 64}})
         >>> model = build_classifier({"type": "MetaBaseline", "backbone": {"type": "Conv4", "in_channels": 1},
         ...                           "head": {"type": "MetaBaselineHead"}})
-        >>> model.load_backbone(baseline_model.state_dict())   # a trained Baseline with the same backbone
+        >>> model.load_backbone(baseline_model.state_dict())   # only the backbone.* weights are taken
+        >>> torch.equal(model.backbone.layers[0][0].weight, baseline_model.backbone.layers[0][0].weight)
+        True
+
+        Or from a stage-1 checkpoint file at construction::
+
+        >>> import os, tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = os.path.join(tmp, "checkpoint.pt")
+        ...     torch.save({"model": baseline_model.state_dict()}, path)
+        ...     model = build_classifier({"type": "MetaBaseline", "pretrained_backbone": path,
+        ...         "backbone": {"type": "Conv4", "in_channels": 1}, "head": {"type": "MetaBaselineHead"}})
+        >>> torch.equal(model.backbone.layers[0][0].weight, baseline_model.backbone.layers[0][0].weight)
+        True
     """
 
     #: arguments that load weights from files (skipped when a checkpoint provides the weights)

@@ -17,7 +17,11 @@ class NegMargin(BaseFinetuneClassifier):
 
     Example::
 
+        >>> from fewray.algorithms import build_classifier
         >>> model = build_classifier({"type": "NegMargin", "backbone": {"type": "Conv4", "in_channels": 1},
         ...     "head": {"type": "NegMarginHead", "num_classes": 4112, "in_channels": 64, "margin": -0.02},
         ...     "meta_test_head": {"type": "NegMarginHead", "margin": 0.0, "temperature": 5.0}})
+        >>> head = model.new_task_head(5)   # the per-task head fine-tuned at meta-test
+        >>> head.num_classes, head.margin, head.temperature
+        (5, 0.0, 5.0)
     """

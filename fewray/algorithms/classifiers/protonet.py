@@ -19,6 +19,7 @@ class ProtoNet(BaseMetricClassifier):
 
     Example::
 
+        >>> import torch
         >>> from fewray.algorithms import build_classifier
         >>> model = build_classifier({"type": "ProtoNet",
         ...     "backbone": {"type": "Conv4", "in_channels": 1}, "head": {"type": "PrototypeHead"}})

@@ -20,7 +20,15 @@ class RelationNet(BaseMetricClassifier):
 
     Example::
 
+        >>> import torch
+        >>> from fewray.algorithms import build_classifier
         >>> model = build_classifier({"type": "RelationNet",
         ...     "backbone": {"type": "Conv4NoPool", "in_channels": 1},
         ...     "head": {"type": "RelationHead", "in_channels": 64, "feature_size": [5, 5]}})
+        >>> model(mode="extract", img=torch.rand(2, 1, 28, 28)).shape   # maps, not vectors
+        torch.Size([2, 64, 5, 5])
+        >>> out = model(mode="train", support_img=torch.rand(5, 1, 28, 28), support_label=torch.arange(5),
+        ...             query_img=torch.rand(5, 1, 28, 28), query_label=torch.arange(5))
+        >>> sorted(out)
+        ['accuracy', 'loss']
     """

@@ -5,12 +5,18 @@ This replaces mmfewshot's ``convert_maml_module`` (which rewrites every layer to
 
 Example::
 
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from fewray.algorithms.utils.fast_weights import adapt, functional_forward, trainable_params
+    >>> _ = torch.manual_seed(0)
     >>> net = torch.nn.Linear(4, 2)
     >>> params = trainable_params(net)
     >>> x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
     >>> loss_fn = lambda p: F.cross_entropy(functional_forward(net, p, x), y)
     >>> fast = adapt(loss_fn, params, steps=3, lr=0.1, first_order=True)
     >>> bool(loss_fn(fast) < loss_fn(params))
+    True
+    >>> torch.equal(net.weight, params["weight"])   # the module itself is unchanged
     True
 """
 

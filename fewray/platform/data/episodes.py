@@ -57,10 +57,17 @@ class EpisodicSampler:
 
     Example::
 
+        >>> import numpy as np
+        >>> from fewray.platform.data.episodes import EpisodicSampler
+        >>> labels = np.repeat(np.arange(10), 20)   # a split of 10 classes with 20 images each
         >>> sampler = EpisodicSampler(labels, ways=5, shots=1, queries=15, seed=0)
         >>> ep = sampler.episode(1234)   # identical on every worker
         >>> ep.support_idx.shape, ep.query_idx.shape
         ((5,), (75,))
+        >>> np.array_equal(ep.query_idx, EpisodicSampler(labels, 5, 1, 15, seed=0).episode(1234).query_idx)
+        True
+        >>> sorted(set(ep.support_label.tolist()))   # episode labels are 0..ways-1
+        [0, 1, 2, 3, 4]
     """
 
     def __init__(self, labels: np.ndarray, ways: int, shots: int, queries: int, seed: int = 0, split: str = "") -> None:

@@ -16,6 +16,11 @@ Every source writes ``train``/``val``/``test`` Parquet tables of ``image_size x 
 bad input is a :class:`~fewray.platform.errors.DataError` naming the file or class. Omniglot (grayscale,
 rotations as classes) lives in :mod:`fewray.platform.data.omniglot`.
 
+Multi-label catalogs (one label *set* per image, no ``label`` column) come from detection annotations, COCO
+JSON (official, Roboflow, one file) or Pascal VOC XML: :data:`MULTI_LABEL_SOURCES`
+(:mod:`fewray.platform.data.sources.multilabel`). They are not in :data:`SOURCES` (the few-shot sources
+that ``prepare_data.py`` offers) until ``prepare_data.py`` has a choice for them.
+
 Example::
 
     >>> from fewray.platform.data.sources import SOURCES
@@ -30,6 +35,7 @@ from fewray.platform.data.sources.cifar_fs import prepare_cifar_fs
 from fewray.platform.data.sources.cub import prepare_cub
 from fewray.platform.data.sources.folder import prepare_folder
 from fewray.platform.data.sources.mini_imagenet import prepare_mini_imagenet
+from fewray.platform.data.sources.multilabel import prepare_multilabel
 from fewray.platform.data.sources.tiered_imagenet import prepare_tiered_imagenet
 
 #: dataset name -> ``prepare(source, out, image_size=..., ..., progress=None) -> catalog info``
@@ -42,17 +48,24 @@ SOURCES = {
     "caltech101": prepare_caltech101,
 }
 
+#: multi-label sources: name -> ``prepare(source, out, image_size=..., ..., progress=None) -> catalog info``
+MULTI_LABEL_SOURCES = {
+    "multilabel": prepare_multilabel,
+}
+
 #: default output side per source (natural images 84, CIFAR-FS its native 32)
 DEFAULT_IMAGE_SIZE = {"mini_imagenet": 84, "tiered_imagenet": 84, "cub": 84, "cifar_fs": 32, "folder": 84,
                       "caltech101": 84}
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
+    "MULTI_LABEL_SOURCES",
     "SOURCES",
     "prepare_caltech101",
     "prepare_cifar_fs",
     "prepare_cub",
     "prepare_folder",
     "prepare_mini_imagenet",
+    "prepare_multilabel",
     "prepare_tiered_imagenet",
 ]
