@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                                       tracking_uri=args.tracking_uri, progress=sys.stderr.isatty())
     for line in result.get("lines", [result.get("line")]):
         print(line, flush=True)  # the result first: a file that cannot be written must not hide it
+    from fewray.platform.tracking import run_ui_line
+
+    print(run_ui_line(result["tracking_uri"], result["mlflow_experiment_id"], result["mlflow_run_id"]), file=sys.stderr)
     if args.output:
         from pathlib import Path
 

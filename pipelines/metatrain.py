@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import _bootstrap  # noqa: F401
 
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**result, "registered_model": registered}, indent=2))
     else:
         print(json.dumps(result, indent=2))
+    from fewray.platform.tracking import run_ui_line
+
+    print(run_ui_line(result["tracking_uri"], result["mlflow_experiment_id"], result["mlflow_run_id"]), file=sys.stderr)
     print(result["best_checkpoint"])
     return 0
 

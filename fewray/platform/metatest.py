@@ -552,7 +552,8 @@ def _meta_test_logged(cfg: "ExperimentConfig", checkpoint: str | Path, shots: li
             bar.close()
         out = {"results": results, "lines": [r["line"] for r in results], "shots": shots, "ways": t.ways,
                "queries": t.queries, "num_tasks": t.num_tasks, "seed": t.seed, "split": t.split,
-               "checkpoint": label, "mlflow_run_id": run.info.run_id, "tracking_uri": uri}
+               "checkpoint": label, "mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id,
+               "tracking_uri": uri}
         mlflow.log_dict(out if several else meta_test_single(out), "result.json")
     return out
 
@@ -560,4 +561,4 @@ def _meta_test_logged(cfg: "ExperimentConfig", checkpoint: str | Path, shots: li
 def meta_test_single(out: dict[str, Any]) -> dict[str, Any]:
     """The one-shot-count result JSON (summary + ``line``, ``checkpoint``, run id, URI) of a single-K ``out``."""
     (result,) = out["results"]
-    return {**result, **{k: out[k] for k in ("checkpoint", "mlflow_run_id", "tracking_uri")}}
+    return {**result, **{k: out[k] for k in ("checkpoint", "mlflow_run_id", "mlflow_experiment_id", "tracking_uri")}}

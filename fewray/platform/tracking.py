@@ -240,6 +240,29 @@ def run_exists(uri: str, run_id: str) -> bool:
         return False
 
 
+#: where ``make mlflow-ui`` (and ``mlflow ui``) serves the UI by default
+DEFAULT_UI = "http://127.0.0.1:5000"
+
+
+def run_ui_line(uri: str, experiment_id: str, run_id: str) -> str:
+    """One line telling where a run's curves are in the MLflow UI (its Model training view).
+
+    A tracking server (``http(s)://``) serves the UI itself; for a local store the line says how to start one.
+
+    Example::
+
+        >>> run_ui_line("http://127.0.0.1:5005", "1", "abc")
+        'MLflow run abc: http://127.0.0.1:5005/#/experiments/1/runs/abc/model-metrics?workflowType=machine_learning'
+        >>> run_ui_line("sqlite:////tmp/x/mlflow.db", "1", "abc").endswith(
+        ...     "(start the UI: mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db)")
+        True
+    """
+    server = uri.startswith(("http://", "https://"))
+    base = uri.rstrip("/") if server else DEFAULT_UI
+    link = f"{base}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics?workflowType=machine_learning"
+    return f"MLflow run {run_id}: {link}" + ("" if server else f" (start the UI: mlflow ui --backend-store-uri {uri})")
+
+
 def metric_history(client: MlflowClient, run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
     """``{key: [(step, value), ...]}`` sorted by step, for the keys the run has."""
     out: dict[str, list[tuple[int, float]]] = {}

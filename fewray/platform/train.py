@@ -27,12 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
 import torch
-import yaml
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -48,12 +47,11 @@ from fewray.platform.errors import CheckpointError, DataError, Interrupted
 from fewray.platform.features import channels_last, extract_features, to_float
 from fewray.evaluation.fewshot_accuracy import aggregate
 from fewray.platform.metatest import evaluate_tasks
-from fewray.platform.plots import plot_training_curves
 from fewray.platform.preflight import (check_image_size, check_resources, check_same_identity, fingerprint,
                                        identity)
 from fewray.platform.runtime import init_ray
-from fewray.platform.tracking import (MetricLogger, log_dict_params, metric_history, replay_spool, run_exists,
-                                     setup_tracking)
+# MLflow, matplotlib and YAML are imported where they are used: every Ray Train worker imports this module
+# (train_loop_per_worker), and only the driver and rank 0 need them (mlflow alone costs seconds to import).
 
 log = logging.getLogger(__name__)
 RUN_NAME = "metatrain"
@@ -173,6 +171,9 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
+    elif hasattr(model, "before_train"):  # a training-start hook (e.g. ArcFace's adaptive margins from class counts)
+        labels = read_labels(cfg.data.root, "train")
+        model.before_train(class_counts=np.bincount(labels, minlength=int(labels.max()) + 1 if len(labels) else 0))
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
 
@@ -185,6 +186,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     validator = MetaValidator(cfg) if rank == 0 else None
     logger = None
     if rank == 0 and loop_cfg.get("run_id"):
+        from fewray.platform.tracking import MetricLogger
+
         logger = MetricLogger(loop_cfg["tracking_uri"], loop_cfg["run_id"], spool_path=loop_cfg.get("spool_path"))
         if restored:  # a worker restart (FailureConfig): record where training picked up again
             logger.log({"restored_from_step": step}, step)
@@ -192,6 +195,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     # A restarted worker sees its shard from the start: skip what was trained before the restart.
     skip = step - start_step
     sums: dict[str, float] = {}
+    last_loss = float("nan")
     seen, t_last = 0, time.perf_counter()
     shard = ray.train.get_dataset_shard("train")
     on_batches = trains_on_batches(cfg)
@@ -232,6 +236,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                     step,
                 )
                 logger.flush()
+            last_loss = sums.get("loss", 0.0) / max(seen, 1)
             sums = {}
             seen, t_last = 0, time.perf_counter()
         if step % tc.val_interval == 0 or step == tc.num_steps:
@@ -242,6 +247,9 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 if logger:
                     logger.log({f"val_{k}": v for k, v in val.items()}, step)
                     logger.flush()
+                # progress in the terminal (fewray's log lines reach the driver; Ray's own stay in its logs)
+                log.info("step %d/%d: training loss %.4f, meta-validation accuracy %.2f%% ± %.2f", step,
+                         tc.num_steps, last_loss, val["accuracy_mean"], val["ci95"])
                 with tempfile.TemporaryDirectory() as d:
                     save_checkpoint(
                         d,
@@ -369,7 +377,7 @@ def check_resume(latest: Path, ident: dict[str, Any], output_dir: Path) -> None:
                         "choose a new --output-dir; the same one resumes only the same model on the same data")
 
 
-def _fit(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_id: str | None, start_step: int,
+def fit_training(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: str, run_id: str | None, start_step: int,
          latest: Path | None, callbacks: list | None = None, extra_loop_cfg: dict | None = None) -> None:
     """Build the episode stream and the TorchTrainer, and fit from ``start_step``.
 
@@ -458,6 +466,7 @@ def prepare_metatrain(cfg: ExperimentConfig, output_dir: Path):
     check_training_data(cfg)
     check_image_size(cfg)
     cfg = resolve_base_classes(cfg)
+    build_classifier(cfg.model)  # arguments only the built model checks (files it reads, sizes): one line, here
     cfg_dict = cfg.to_dict()
     ident = training_identity(cfg, cfg_dict)
     latest, start_step = latest_checkpoint(output_dir)
@@ -484,6 +493,12 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
         ResourceError (more CPUs/GPUs than the cluster has), TrackingError: bad input, before anything starts.
         Interrupted: Ctrl-C or SIGTERM stopped training; a re-run resumes.
     """
+    import mlflow
+    import yaml
+
+    from fewray.platform.plots import plot_training_curves
+    from fewray.platform.tracking import log_dict_params, metric_history, replay_spool, run_exists, setup_tracking
+
     output_dir = Path(output_dir).resolve()
     cfg, cfg_dict, ident, latest, start_step = prepare_metatrain(cfg, output_dir)
     init_ray()
@@ -510,7 +525,7 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
         if old_run_id and run_id is None:
             mlflow.set_tag("fewray.resumed_from_run_id", old_run_id)
         if start_step < tc.num_steps:
-            _fit(cfg, cfg_dict, output_dir, uri, run.info.run_id, start_step, latest,
+            fit_training(cfg, cfg_dict, output_dir, uri, run.info.run_id, start_step, latest,
                  extra_loop_cfg={"identity": ident})
         replay_spool(uri, output_dir / SPOOL_FILE)  # metrics a worker could not send before it finished
         _, reached = latest_checkpoint(output_dir)
@@ -537,6 +552,7 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
             "resumed_from_step": start_step,
             "train_seconds": round(seconds, 1),
             "mlflow_run_id": run.info.run_id,
+            "mlflow_experiment_id": run.info.experiment_id,
             "tracking_uri": uri,
         }
         (output_dir / "train_result.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -135,7 +135,7 @@ def trial_fn(params: dict[str, Any], base: dict[str, Any], sweep_dir: str, track
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from fewray.platform.train import _fit
+    from fewray.platform.train import fit_training
 
     ctx = ray.tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
@@ -148,7 +148,7 @@ def trial_fn(params: dict[str, Any], base: dict[str, Any], sweep_dir: str, track
     client.log_text(run_id, yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
     out = Path(sweep_dir) / "trials" / trial_id
     out.mkdir(parents=True, exist_ok=True)
-    _fit(cfg, cfg_dict, out, tracking_uri, run_id, 0, None, callbacks=[TuneReportCallback()],
+    fit_training(cfg, cfg_dict, out, tracking_uri, run_id, 0, None, callbacks=[TuneReportCallback()],
          extra_loop_cfg={"placement_group_file": str(out / PG_FILE)})
 
 
