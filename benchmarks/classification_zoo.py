@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from machine import machine_info  # noqa: E402
+from paths import repo_relative  # noqa: E402
 
 from fewray.platform.errors import FewrayError, run_cli  # noqa: E402
 
@@ -222,7 +223,7 @@ def main(argv=None) -> int:
         for name in names:
             print(f"== {name}", flush=True)
             r = run_one(name, min(args.num_tasks, NUM_TASKS.get(name, args.num_tasks)), runs, args.retrain)
-            (results_dir / f"{name}.json").write_text(json.dumps(r, indent=2) + "\n")
+            (results_dir / f"{name}.json").write_text(json.dumps(repo_relative(r), indent=2) + "\n")
             for line in r["metatest"]["lines"]:
                 print("  ", line, flush=True)
     results = {f.stem: json.loads(f.read_text()) for f in sorted(results_dir.glob("*.json"))}

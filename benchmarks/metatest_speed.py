@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info  # noqa: E402
+from paths import repo_relative  # noqa: E402
 
 from fewray.algorithms import build_classifier  # noqa: E402
 from fewray.algorithms.heads.prototype_head import neg_sq_euclidean, prototypes  # noqa: E402
@@ -215,10 +216,9 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps({"machine": info, "ray_start_seconds": ray_start,
-                                                     "cold_first_call_seconds": cold.seconds,
-                                                     "batch_size_times": bs_times, "rows": rows,
-                                                     "scaling": scaling}, indent=2) + "\n")
+    report = {"machine": info, "ray_start_seconds": ray_start, "cold_first_call_seconds": cold.seconds,
+              "batch_size_times": bs_times, "rows": rows, "scaling": scaling}
+    Path(args.out + ".json").write_text(json.dumps(repo_relative(report), indent=2) + "\n")
     Path(args.out + ".md").write_text(table + "\n")
     return 0
 

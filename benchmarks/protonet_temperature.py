@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from machine import machine_info  # noqa: E402
+from paths import repo_relative  # noqa: E402
 
 from fewray.algorithms import build_classifier  # noqa: E402
 from fewray.algorithms.heads.prototype_head import neg_sq_euclidean, prototypes  # noqa: E402
@@ -139,8 +140,8 @@ def main() -> None:
     table = render(cfg, rows, d0, args, info)
     print(table)
     OUT.with_suffix(".md").write_text(table)
-    OUT.with_suffix(".json").write_text(json.dumps({"machine": info, "initial_median_sq_distance": d0,
-                                                    "args": vars(args), "rows": rows}, indent=2))
+    report = {"machine": info, "initial_median_sq_distance": d0, "args": vars(args), "rows": rows}
+    OUT.with_suffix(".json").write_text(json.dumps(repo_relative(report), indent=2))
 
 
 if __name__ == "__main__":

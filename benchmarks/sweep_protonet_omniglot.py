@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info  # noqa: E402
+from paths import repo_relative  # noqa: E402
 
 from fewray.platform.errors import run_cli  # noqa: E402
 
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    Path(args.out + ".json").write_text(json.dumps(repo_relative(report), indent=2, default=str) + "\n")
     Path(args.out + ".md").write_text(table + "\n")
     return 0
 

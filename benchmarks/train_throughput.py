@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info  # noqa: E402
+from paths import repo_relative  # noqa: E402
 
 from fewray.algorithms import build_classifier  # noqa: E402
 from fewray.platform.config import load_config  # noqa: E402
@@ -107,7 +108,8 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps({"machine": info, "results": results, "steps": args.steps}, indent=2) + "\n")
+    report = {"machine": info, "results": results, "steps": args.steps}
+    Path(args.out + ".json").write_text(json.dumps(repo_relative(report), indent=2) + "\n")
     Path(args.out + ".md").write_text(table + "\n")
     return 0
 
