@@ -159,7 +159,7 @@ def release_trial_resources(trial_dir: str | Path) -> bool:
     controller can remove its workers' placement group; the group would hold the trial's CPUs until the
     next trial times out waiting for them. The rank-0 worker recorded the group's id in ``trial_dir``.
     """
-    from ray._raylet import PlacementGroupID
+    from ray import PlacementGroupID
     from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
     f = Path(trial_dir) / PG_FILE

@@ -29,7 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn.modules.batchnorm import _BatchNorm
+
+#: the BatchNorm layers whose running statistics a task adaptation must not touch
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 Params = dict[str, torch.Tensor]
 
@@ -97,7 +99,7 @@ def batch_norm_batch_stats(module: nn.Module) -> Iterator[None]:
     (Training mode for batch-norm only; dropout and other layers keep their mode.) MAML uses this at
     meta-test, as Finn et al. do: transductive batch statistics instead of running averages.
     """
-    bns = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    bns = [m for m in module.modules() if isinstance(m, BATCH_NORMS)]
     modes = [m.training for m in bns]
     try:
         for m in bns:
