@@ -39,7 +39,6 @@ class BaseFinetuneHead(nn.Module):
         self.num_classes, self.in_channels = num_classes, in_channels
         self.loss = build_loss(loss, "CrossEntropyLoss")
         self.init_kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels, "loss": loss}
-        self.before_forward_support()
 
     def clone(self, num_classes: int, **overrides: Any) -> BaseFinetuneHead:
         """A freshly initialised head of the same type and arguments with ``num_classes`` outputs."""
@@ -49,19 +48,6 @@ class BaseFinetuneHead(nn.Module):
         """Loss and accuracy of a labelled batch: features ``(B, D)``, labels ``(B,)`` in ``0..num_classes-1``."""
         logits = self(feats.flatten(1), labels)
         return {"loss": self.loss(logits, labels), "accuracy": accuracy(logits, labels)}
-
-    def before_forward_support(self) -> None:
-        """Forget the previous task's support set."""
-        self.support_feats: list[torch.Tensor] = []
-        self.support_labels: list[torch.Tensor] = []
-
-    def forward_support(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        """Store support features ``(M, D)`` and labels ``(M,)``."""
-        self.support_feats.append(feats.flatten(1))
-        self.support_labels.append(labels)
-
-    def before_forward_query(self) -> None:
-        """Nothing to do: the classifier fine-tunes the head between support and query."""
 
     def forward_query(self, feats: torch.Tensor) -> torch.Tensor:
         """Logits ``(Q, num_classes)`` of query features ``(Q, D)``."""

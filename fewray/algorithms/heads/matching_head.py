@@ -10,6 +10,7 @@ from torch import nn
 
 from fewray.algorithms.builder import HEADS
 from fewray.algorithms.heads.utils import accuracy, build_loss, cosine_scores
+from fewray.algorithms.heads.support_set import SupportSetMixin
 
 
 def matching_log_probs(
@@ -31,7 +32,7 @@ def matching_log_probs(
 
 
 @HEADS.register
-class MatchingHead(nn.Module):
+class MatchingHead(SupportSetMixin, nn.Module):
     """Matching Networks head: softmax attention over cosine similarities to every support embedding.
 
     From "Matching Networks for One Shot Learning" (Vinyals, Blundell, Lillicrap, Kavukcuoglu and Wierstra,
@@ -81,24 +82,11 @@ class MatchingHead(nn.Module):
         return matching_log_probs(query_feats.flatten(2), support_feats.flatten(2), support_labels, num_classes,
                                   self.temperature)
 
-    def before_forward_support(self) -> None:
-        """Forget the previous task's support set."""
-        self._feats: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._support: tuple[torch.Tensor, torch.Tensor] | None = None
+    def prepare_task(self, feats: torch.Tensor, labels: torch.Tensor, num_classes: int):
+        """The task's support set itself: ``(feats (M, D), labels (M,), num_classes)``."""
+        return feats, labels, num_classes
 
-    def forward_support(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        """Store support features ``(M, D)`` and labels ``(M,)``."""
-        self._feats.append(feats.flatten(1))
-        self._labels.append(labels)
-
-    def before_forward_query(self) -> None:
-        """Concatenate the stored support set."""
-        self._support = (torch.cat(self._feats), torch.cat(self._labels))
-
-    def forward_query(self, feats: torch.Tensor) -> torch.Tensor:
+    def score_task(self, task, feats: torch.Tensor) -> torch.Tensor:
         """Log-probabilities ``(Q, N)`` of query features ``(Q, D)``."""
-        if self._support is None:
-            raise RuntimeError("call before_forward_query() after the support set")
-        s, lab = self._support
-        return matching_log_probs(feats.flatten(1), s, lab, int(lab.max()) + 1, self.temperature)
+        support, labels, num_classes = task
+        return matching_log_probs(feats, support, labels, num_classes, self.temperature)

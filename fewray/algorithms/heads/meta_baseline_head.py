@@ -9,10 +9,11 @@ from torch import nn
 from fewray.algorithms.builder import HEADS
 from fewray.algorithms.heads.prototype_head import batched_prototypes, prototypes
 from fewray.algorithms.heads.utils import accuracy, cosine_scores
+from fewray.algorithms.heads.support_set import SupportSetMixin
 
 
 @HEADS.register
-class MetaBaselineHead(nn.Module):
+class MetaBaselineHead(SupportSetMixin, nn.Module):
     """Meta-Baseline head: scores are ``temperature * cos(q, c_k)`` with class prototypes ``c_k`` (support means).
 
     From "Meta-Baseline: Exploring Simple Meta-Learning for Few-Shot Learning" (Chen, Liu, Xu, Darrell and
@@ -61,24 +62,10 @@ class MetaBaselineHead(nn.Module):
         protos = batched_prototypes(support_feats.flatten(2), support_labels, num_classes)
         return self.temperature * cosine_scores(query_feats.flatten(2), protos)
 
-    def before_forward_support(self) -> None:
-        """Forget the previous task's support set."""
-        self._feats: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._protos: torch.Tensor | None = None
+    def prepare_task(self, feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """The prototypes ``(N, D)`` of the task's support set."""
+        return prototypes(feats, labels, num_classes)
 
-    def forward_support(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        """Store support features ``(M, D)`` and labels ``(M,)``."""
-        self._feats.append(feats.flatten(1))
-        self._labels.append(labels)
-
-    def before_forward_query(self) -> None:
-        """Compute the prototypes ``(N, D)``."""
-        labels = torch.cat(self._labels)
-        self._protos = prototypes(torch.cat(self._feats), labels, int(labels.max()) + 1)
-
-    def forward_query(self, feats: torch.Tensor) -> torch.Tensor:
+    def score_task(self, protos: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Scores ``(Q, N)`` of query features ``(Q, D)``."""
-        if self._protos is None:
-            raise RuntimeError("call before_forward_query() after the support set")
-        return self.temperature * cosine_scores(feats.flatten(1), self._protos)
+        return self.temperature * cosine_scores(feats, protos)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewray.algorithms.builder import HEADS
+from fewray.algorithms.heads.support_set import SupportSetMixin
 
 
 def prototypes(feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -29,7 +30,7 @@ def neg_sq_euclidean(query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
 
 
 @HEADS.register
-class PrototypeHead(nn.Module):
+class PrototypeHead(SupportSetMixin, nn.Module):
     """Prototypical Networks head: class prototypes are support means, scores are negative squared distances.
 
     From "Prototypical Networks for Few-shot Learning" (Snell, Swersky and Zemel, NeurIPS 2017).
@@ -51,8 +52,6 @@ class PrototypeHead(nn.Module):
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
         self.temperature = temperature
-        self._support_feats: list[torch.Tensor] = []
-        self._support_labels: list[torch.Tensor] = []
         self._protos: torch.Tensor | None = None
 
     def forward_train(
@@ -92,23 +91,10 @@ class PrototypeHead(nn.Module):
         protos = batched_prototypes(support_feats, support_labels, num_classes)
         return self.temperature * neg_sq_euclidean(query_feats, protos)
 
-    def before_forward_support(self) -> None:
-        """Forget the previous task's support set."""
-        self._support_feats, self._support_labels, self._protos = [], [], None
+    def prepare_task(self, feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """The prototypes ``(N, D)`` of the task's support set."""
+        return prototypes(feats, labels, num_classes)
 
-    def forward_support(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        """Store support features ``(M, D)`` and labels ``(M,)`` (may be called several times per task)."""
-        self._support_feats.append(feats)
-        self._support_labels.append(labels)
-
-    def before_forward_query(self) -> None:
-        """Compute the prototypes ``(N, D)`` of the stored support set."""
-        feats = torch.cat(self._support_feats)
-        labels = torch.cat(self._support_labels)
-        self._protos = prototypes(feats, labels, int(labels.max()) + 1)
-
-    def forward_query(self, feats: torch.Tensor) -> torch.Tensor:
+    def score_task(self, protos: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Scores ``(Q, N)`` of query features ``(Q, D)``; higher is more likely."""
-        if self._protos is None:
-            raise RuntimeError("call before_forward_query() after the support set")
-        return self.temperature * neg_sq_euclidean(feats, self._protos)
+        return self.temperature * neg_sq_euclidean(feats, protos)

@@ -12,10 +12,11 @@ from torch import nn
 from fewray.algorithms.builder import HEADS
 from fewray.algorithms.heads.prototype_head import batched_prototypes
 from fewray.algorithms.heads.utils import accuracy, build_loss
+from fewray.algorithms.heads.support_set import SupportSetMixin
 
 
 @HEADS.register
-class RelationHead(nn.Module):
+class RelationHead(SupportSetMixin, nn.Module):
     """Relation Network head: a small CNN scores each (query map, class map) pair concatenated on channels.
 
     From "Learning to Compare: Relation Network for Few-Shot Learning" (Sung, Yang, Zhang, Xiang, Torr and
@@ -49,6 +50,8 @@ class RelationHead(nn.Module):
 
     #: pairs per relation-module pass in :meth:`forward_tasks` (bounds memory)
     max_pairs = 1024
+
+    flatten_support = False  # the relation module compares feature maps (M, C, h, w)
 
     def __init__(
         self,
@@ -129,24 +132,10 @@ class RelationHead(nn.Module):
         """
         return self.pair_scores(query_feats, self._protos(support_feats, support_labels, num_classes))
 
-    def before_forward_support(self) -> None:
-        """Forget the previous task's support set."""
-        self._feats: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._protos_task: torch.Tensor | None = None
+    def prepare_task(self, feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """The class-mean support maps ``(N, C, h, w)``."""
+        return self._protos(feats[None], labels[None], num_classes)[0]
 
-    def forward_support(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        """Store support maps ``(M, C, h, w)`` and labels ``(M,)``."""
-        self._feats.append(feats)
-        self._labels.append(labels)
-
-    def before_forward_query(self) -> None:
-        """Compute the class-mean maps."""
-        labels = torch.cat(self._labels)
-        self._protos_task = self._protos(torch.cat(self._feats)[None], labels[None], int(labels.max()) + 1)[0]
-
-    def forward_query(self, feats: torch.Tensor) -> torch.Tensor:
+    def score_task(self, protos: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Relation scores ``(Q, N)`` of query maps ``(Q, C, h, w)``."""
-        if self._protos_task is None:
-            raise RuntimeError("call before_forward_query() after the support set")
-        return self.pair_scores(feats, self._protos_task)
+        return self.pair_scores(feats, protos)
