@@ -101,10 +101,9 @@ def validate_kwargs(fn: Callable, kwargs: dict[str, Any], where: str, skip: set[
     Raises:
         ConfigError: naming ``where.<key>`` for an unknown key, a missing required key or a wrong type.
     """
-    sig = inspect.signature(fn)
     fields: dict[str, Any] = {}
-    for p in sig.parameters.values():
-        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+    for p in _parameters(fn):
+        if p.name in ("self", *skip) or p.name in fields:
             continue
         ann = p.annotation if p.annotation is not inspect.Parameter.empty else Any
         default = p.default if p.default is not inspect.Parameter.empty else ...
@@ -119,6 +118,22 @@ def validate_kwargs(fn: Callable, kwargs: dict[str, Any], where: str, skip: set[
     except pydantic.ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
     return {k: getattr(obj, k) for k in kwargs}
+
+
+def _parameters(fn: Callable) -> list[inspect.Parameter]:
+    """The keyword parameters ``fn`` accepts. A class whose ``__init__`` passes ``**kwargs`` on to its base class
+    accepts the base's parameters too (the subclass's own come first and win), so a subclass states only what it
+    adds or changes, and an unknown key is still an error."""
+    params: list[inspect.Parameter] = []
+    for owner in (fn.__mro__ if inspect.isclass(fn) else (fn,)):
+        init = owner.__init__ if inspect.isclass(fn) else owner
+        if inspect.isclass(fn) and "__init__" not in owner.__dict__:
+            continue
+        own = list(inspect.signature(init).parameters.values())
+        params += [p for p in own if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind is p.VAR_KEYWORD for p in own) or owner is object:
+            break
+    return params
 
 
 def format_validation_error(exc: pydantic.ValidationError, where: str = "") -> str:

@@ -76,23 +76,14 @@ class ArcFaceBaseline(BaseFinetuneClassifier):
         head: nn.Module,
         meta_test_head: dict[str, Any] | None = None,
         adaptive_margins: AdaptiveMarginsConfig | None = None,
-        finetune_steps: int = 150,
-        finetune_lr: float = 0.01,
-        finetune_momentum: float = 0.9,
-        finetune_dampening: float = 0.9,
-        finetune_weight_decay: float = 0.001,
-        finetune_batch_size: int = 4,
-        finetune_seed: int = 0,
+        **finetune: Any,
     ) -> None:
         if not isinstance(head, ArcFaceClsHead):
             raise ConfigError(f"config key 'model.head.type': {type(self).__name__} pre-trains with an "
                               f"ArcFaceClsHead, got {type(head).__name__}")
-        super().__init__(
-            backbone, head, meta_test_head=dict(meta_test_head or DEFAULT_META_TEST_HEAD),
-            finetune_steps=finetune_steps, finetune_lr=finetune_lr, finetune_momentum=finetune_momentum,
-            finetune_dampening=finetune_dampening, finetune_weight_decay=finetune_weight_decay,
-            finetune_batch_size=finetune_batch_size, finetune_seed=finetune_seed,
-        )
+        # finetune_steps, finetune_lr, ...: BaseFinetuneClassifier's, with its defaults (the registry validates
+        # them against its signature)
+        super().__init__(backbone, head, meta_test_head=dict(meta_test_head or DEFAULT_META_TEST_HEAD), **finetune)
         self.adaptive_margins_cfg: dict[str, float] | None = None
         if adaptive_margins is not None:  # validated here too for direct construction (build_classifier did)
             self.adaptive_margins_cfg = validate_kwargs(
