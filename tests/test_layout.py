@@ -14,7 +14,9 @@ PACKAGE = REPO / "fewray"
 # package -> top-level names (and fewray subpackages) its modules must never import
 FORBIDDEN = {
     "core": ("torch", "torchvision", "ray", "mlflow", "fewray.algorithms", "fewray.platform"),
-    "algorithms": ("ray", "mlflow", "fewray.platform"),
+    "algorithms": ("ray", "mlflow", "fewray.platform", "fewray.tasks", "fewray.evaluation"),
+    "evaluation": ("ray", "mlflow", "fewray.platform", "fewray.tasks"),
+    "tasks": ("mlflow", "fewray.platform.train", "fewray.platform.tune", "fewray.platform.metatest"),
 }
 
 

@@ -36,20 +36,20 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from fewray.algorithms import CLASSIFIERS, build_classifier
-from fewray.platform.base_classes import resolve_base_classes, trains_on_batches
+from fewray.platform.base_classes import resolve_base_classes
 from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
 from fewray.platform.cli import check_output_dir
 from fewray.platform.data.catalog import load_split, read_catalog_info, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
-from fewray.platform.data.streaming import batch_dataset, episode_dataset
-from fewray.platform.errors import CheckpointError, DataError, Interrupted
-from fewray.platform.features import channels_last, extract_features, to_float
+from fewray.platform.errors import CheckpointError, Interrupted
+from fewray.platform.features import channels_last, extract_features
 from fewray.evaluation.fewshot_accuracy import aggregate
 from fewray.platform.metatest import evaluate_tasks
 from fewray.platform.preflight import (check_image_size, check_resources, check_same_identity, fingerprint,
                                        identity)
 from fewray.platform.runtime import init_ray
+from fewray.tasks import task_for
 # MLflow, matplotlib and YAML are imported where they are used: every Ray Train worker imports this module
 # (train_loop_per_worker), and only the driver and rank 0 need them (mlflow alone costs seconds to import).
 
@@ -198,24 +198,14 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     last_loss = float("nan")
     seen, t_last = 0, time.perf_counter()
     shard = ray.train.get_dataset_shard("train")
-    on_batches = trains_on_batches(cfg)
+    task = task_for(cfg)
     for batch in shard.iter_torch_batches(batch_size=1, prefetch_batches=4, device=device):
         if skip > 0:
             skip -= 1
             continue
         if step >= tc.num_steps:
             break
-        if on_batches:
-            out = model(mode="train", img=to_float(batch["img"][0]), gt_label=batch["gt_label"][0])
-        else:
-            out = model(
-                mode="train",
-                support_img=to_float(batch["support_img"][0]),
-                support_label=batch["support_label"][0],
-                query_img=to_float(batch["query_img"][0]),
-                query_label=batch["query_label"][0],
-            )
-        total, scalars = sum_losses(out)
+        total, scalars = sum_losses(model(mode="train", **task.model_inputs(batch)))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -230,8 +220,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                     {
                         **{key: value / seen for key, value in sums.items()},
                         "lr": scheduler.get_last_lr()[0],
-                        ("batches_per_second" if on_batches else "episodes_per_second"):
-                            seen * world / (time.perf_counter() - t_last),
+                        task.rate_name: seen * world / (time.perf_counter() - t_last),
                     },
                     step,
                 )
@@ -242,7 +231,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         if step % tc.val_interval == 0 or step == tc.num_steps:
             metrics: dict[str, Any] = {"step": step}
             if rank == 0:
-                val = validator(core, device)
+                val = validator(task.eval_model(core), device)
                 metrics.update(val)
                 if logger:
                     logger.log({f"val_{k}": v for k, v in val.items()}, step)
@@ -342,12 +331,8 @@ def check_training_data(cfg: ExperimentConfig) -> None:
                 resolve_checkpoint(extra[key])
             except CheckpointError as exc:
                 raise CheckpointError(f"model.{key}: {exc}") from None
-    t, v = cfg.train, cfg.val
-    if trains_on_batches(cfg):
-        if len(read_labels(cfg.data.root, "train")) == 0:
-            raise DataError(f"the train split of {cfg.data.root} has no images")
-    else:
-        EpisodicSampler(read_labels(cfg.data.root, "train"), t.ways, t.shots, t.queries, cfg.seed, "train")
+    v = cfg.val
+    task_for(cfg).check_data(cfg)
     EpisodicSampler(read_labels(cfg.data.root, v.split), v.ways, v.shots, v.queries, v.seed, v.split)
 
 
@@ -389,16 +374,9 @@ def fit_training(cfg: ExperimentConfig, cfg_dict: dict, output_dir: Path, uri: s
         callbacks: extra Ray Train ``UserCallback`` objects, e.g. Tune's ``TuneReportCallback`` in a sweep trial.
         extra_loop_cfg: more keys for :func:`train_loop_per_worker` (e.g. ``placement_group_file``).
     """
-    tc, d = cfg.train, cfg.data
+    tc = cfg.train
     world = tc.num_workers
-    if trains_on_batches(cfg):
-        dataset = batch_dataset(d.root, "train", d.channels, tc.batch_size, cfg.seed, start=start_step * world,
-                                stop=tc.num_steps * world, augment=d.augment, image_size=d.image_size)
-    else:
-        dataset = episode_dataset(
-            d.root, "train", d.channels, tc.ways, tc.shots, tc.queries, cfg.seed,
-            start=start_step * world, stop=tc.num_steps * world, augment=d.augment, image_size=d.image_size,
-        )
+    dataset = task_for(cfg).dataset(cfg, start_step * world, tc.num_steps * world)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg_dict, "tracking_uri": uri, "run_id": run_id, "start_step": start_step,

@@ -1,0 +1,26 @@
+"""Training tasks: what a task gives the runtime, so that :mod:`fewray.platform.train` knows no method by name.
+
+A :class:`~fewray.tasks.base.TrainingTask` says how Ray Data streams its training batches, which keyword
+arguments the model's training call takes from a batch (the call returns a dict of losses: torchvision's
+convention, summed for the step and each logged), what the throughput is counted in, and which model the
+meta-validation evaluates. A model class names its task with the class attribute ``train_task``
+(default ``"episodes"``).
+
+=============  ======================================================  ===========================================
+task           batches (Ray Data)                                      models
+=============  ======================================================  ===========================================
+``episodes``   N-way K-shot Q-query episodes (EpisodeBuilder)          ProtoNet, MatchingNet, RelationNet, MAML, ...
+``batches``    shuffled labelled batches of all base classes           Baseline, Baseline++, NegMargin, ArcFace
+=============  ======================================================  ===========================================
+
+Example::
+
+    >>> from fewray.tasks import TASKS
+    >>> sorted(TASKS.list())
+    ['batches', 'episodes']
+"""
+
+from fewray.tasks.base import TASKS, TrainingTask, task_for
+from fewray.tasks import fewshot  # noqa: F401,E402  (registers the tasks)
+
+__all__ = ["TASKS", "TrainingTask", "task_for"]

@@ -1,0 +1,67 @@
+"""The :class:`TrainingTask` protocol and its registry.
+
+Example::
+
+    >>> from fewray.tasks import TASKS
+    >>> TASKS.get("episodes").rate_name
+    'episodes_per_second'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fewray.core.registry import Registry
+
+if TYPE_CHECKING:
+    import ray.data
+    import torch
+
+    from fewray.platform.config import ExperimentConfig
+
+#: task name -> :class:`TrainingTask` subclass
+TASKS = Registry("training task")
+
+
+class TrainingTask:
+    """How one kind of training gets its data and calls its model.
+
+    Attributes:
+        rate_name (str): the throughput metric logged to MLflow (``episodes_per_second``, ``batches_per_second``).
+    """
+
+    rate_name = "steps_per_second"
+
+    def dataset(self, cfg: "ExperimentConfig", start: int, stop: int) -> "ray.data.Dataset":
+        """A Ray Dataset of the training steps ``start..stop-1`` (one row per step), rebuilt from ``(seed, id)``
+        so that any worker count and any resume point see the same batches."""
+        raise NotImplementedError
+
+    def check_data(self, cfg: "ExperimentConfig") -> None:
+        """Fail before any work when the train split cannot serve this task's batches.
+
+        Raises:
+            DataError: naming the split and what is missing.
+        """
+
+    def model_inputs(self, batch: dict[str, "torch.Tensor"]) -> dict[str, Any]:
+        """Keyword arguments of the model's training call ``model(mode="train", **inputs)`` from one streamed row
+        (tensors of a batch of one row: ``batch[key][0]``)."""
+        raise NotImplementedError
+
+    def eval_model(self, model: "torch.nn.Module") -> "torch.nn.Module":
+        """The model meta-validation evaluates (the model itself for few-shot classifiers)."""
+        return model
+
+
+def task_for(cfg: "ExperimentConfig") -> TrainingTask:
+    """The training task of ``cfg.model``: its class's ``train_task`` attribute (default ``episodes``).
+
+    Raises:
+        ConfigError: the class names a task that is not registered.
+    """
+    from fewray.algorithms import CLASSIFIERS
+
+    cls = CLASSIFIERS.get(cfg.model.type)
+    name = getattr(cls, "train_task", None) or ("batches" if getattr(cls, "train_on_batches", False) else "episodes")
+    return TASKS.get(name)()
