@@ -69,7 +69,15 @@ def test_make_demo_shows_progress_and_result_not_rays_logs(omniglot_catalog, tmp
     assert len(ray_lines) == 2 and all("FEWRAY_VERBOSE=1" in line for line in ray_lines), ray_lines
     summary = output[output.index("{", output.index("demo 1/2")):output.index("\n}\n") + 2]
     assert json.loads(summary)["best_step"] == 20
-    assert RESULT.match(lines[-1]), lines[-1]  # the last line: the meta-test's accuracy
+    # training progress from the Ray Train worker: one line per meta-validation
+    assert any(re.match(r"^step \d+/20: training loss \S+, meta-validation accuracy \d+\.\d\d% ± ", line)
+               for line in lines[step1:step2]), lines[step1:step2]
+    # the last two lines: the meta-test's accuracy, then where its run is in the MLflow UI (training has one too)
+    ui_lines = [line for line in lines if line.startswith("MLflow run ")]
+    assert len(ui_lines) == 2 and all("/model-metrics?workflowType=machine_learning" in line for line in ui_lines)
+    assert RESULT.match(lines[-2]), lines[-2]
+    assert lines[-1] == ui_lines[-1]
     result = json.loads((demo_dir / "metatest.json").read_text())
-    assert result["num_tasks"] == 100 and lines[-1] == result["line"]
+    assert result["num_tasks"] == 100 and lines[-2] == result["line"]
+    assert result["mlflow_run_id"] in lines[-1] and f"/experiments/{result['mlflow_experiment_id']}/" in lines[-1]
     print(f"make demo (tiny schedule): {seconds:.0f} s, {len(lines)} lines:\n{output}")
