@@ -1,4 +1,5 @@
-"""Registries of backbones, heads, classifiers and losses, and :func:`build_classifier`."""
+"""Registries of backbones, necks, heads, classifiers, self-supervised models, retrievers and losses, and
+:func:`build_classifier` / :func:`model_class` for a ``model:`` config section."""
 
 from __future__ import annotations
 
@@ -10,6 +11,21 @@ BACKBONES = Registry("backbone")
 HEADS = Registry("head")
 CLASSIFIERS = Registry("classifier")
 LOSSES = Registry("loss")
+RETRIEVERS = Registry("retriever")
+NECKS = Registry("neck")
+SELFSUP = Registry("self-supervised model")
+
+
+def model_class(type_name: str) -> type:
+    """The class a ``model.type`` names: a few-shot classifier (:data:`CLASSIFIERS`) or a self-supervised model
+    (:data:`SELFSUP`).
+
+    Raises:
+        ConfigError: ``unknown classifier type 'X' (registered: ...)``.
+    """
+    if isinstance(type_name, str) and type_name in SELFSUP:
+        return SELFSUP.get(type_name)
+    return CLASSIFIERS.get(type_name)
 
 
 def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint: bool = False):
@@ -32,6 +48,11 @@ def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint
     from fewray.core.registry import validate_kwargs
 
     cfg = model_cfg if isinstance(model_cfg, dict) else model_cfg.model_dump()
+    if isinstance(cfg.get("type"), str) and cfg["type"] in SELFSUP:  # built from its config dict as a whole
+        cls = SELFSUP.get(cfg["type"])
+        kwargs = {k: v for k, v in cfg.items() if not (for_checkpoint and k in getattr(cls, "init_file_args", ()))}
+        model = SELFSUP.build(kwargs, "model")
+        return None if validate_only else model
     extra = {k: v for k, v in cfg.items() if k not in ("type", "backbone", "head")}
     cls = CLASSIFIERS.get(cfg["type"])
     for registry, key in ((BACKBONES, "backbone"), (HEADS, "head")):

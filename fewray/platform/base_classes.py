@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fewray.algorithms import CLASSIFIERS
+from fewray.algorithms.builder import model_class
 from fewray.platform.config import ExperimentConfig, config_from_dict
 from fewray.platform.data.catalog import read_labels
 from fewray.platform.errors import ConfigError
@@ -17,7 +17,7 @@ from fewray.platform.errors import ConfigError
 
 def trains_on_batches(cfg: ExperimentConfig) -> bool:
     """Whether ``cfg.model`` is pre-trained on plain labelled batches (Baseline, Baseline++, NegMargin)."""
-    return bool(getattr(CLASSIFIERS.get(cfg.model.type), "train_on_batches", False))
+    return bool(getattr(model_class(cfg.model.type), "train_on_batches", False))
 
 
 def resolve_base_classes(cfg: ExperimentConfig, state: dict[str, Any] | None = None) -> ExperimentConfig:

@@ -482,9 +482,9 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     except pydantic.ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
     cfg.data.root = str(Path(cfg.data.root).expanduser().resolve()) if "://" not in cfg.data.root else cfg.data.root
-    from fewray.algorithms import CLASSIFIERS
+    from fewray.algorithms.builder import model_class
 
-    for key in getattr(CLASSIFIERS.get(cfg.model.type), "init_file_args", ()):
+    for key in getattr(model_class(cfg.model.type), "init_file_args", ()):
         value = getattr(cfg.model, key, None)
         if isinstance(value, str) and value and "://" not in value:
             setattr(cfg.model, key, str(Path(value).expanduser().resolve()))

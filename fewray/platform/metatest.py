@@ -136,8 +136,14 @@ def evaluate_tasks(
 
 
 def _build(model_cfg: dict, state: dict) -> torch.nn.Module:
+    """The model of ``model_cfg`` with ``state`` loaded, in eval mode, as a few-shot classifier: a model that is
+    not one (a self-supervised SimCLR) is evaluated through its task's ``eval_model`` (prototypes on its backbone)."""
     model = build_classifier(model_cfg, for_checkpoint=True)
     model.load_state_dict(state)
+    if not hasattr(model, "forward_tasks"):
+        from fewray.tasks import TASKS
+
+        model = TASKS.get(getattr(model, "train_task", "episodes"))().eval_model(model)
     model.eval()
     return model
 

@@ -35,7 +35,8 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from fewray.algorithms import CLASSIFIERS, build_classifier
+from fewray.algorithms import build_classifier
+from fewray.algorithms.builder import SELFSUP, CLASSIFIERS, model_class
 from fewray.platform.base_classes import resolve_base_classes
 from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
@@ -325,7 +326,7 @@ def check_training_data(cfg: ExperimentConfig) -> None:
     from fewray.platform.checkpoint import resolve_checkpoint
 
     extra = cfg.model.model_dump()
-    for key in getattr(CLASSIFIERS.get(cfg.model.type), "init_file_args", ()):
+    for key in getattr(model_class(cfg.model.type), "init_file_args", ()):
         if extra.get(key):
             try:
                 resolve_checkpoint(extra[key])
@@ -340,7 +341,7 @@ def training_identity(cfg: ExperimentConfig, cfg_dict: dict[str, Any]) -> dict[s
     """The model-and-data identity of a training run (:func:`fewray.platform.preflight.identity`), with the
     catalog's ``catalog.json`` when it is a local one."""
     catalog = read_catalog_info(cfg.data.root) if "://" not in cfg.data.root else {}
-    skip = tuple(getattr(CLASSIFIERS.get(cfg.model.type), "init_file_args", ()))
+    skip = tuple(getattr(model_class(cfg.model.type), "init_file_args", ()))
     return identity(cfg_dict, catalog, skip)
 
 
@@ -356,7 +357,7 @@ def check_resume(latest: Path, ident: dict[str, Any], output_dir: Path) -> None:
     config = state.get("config")
     if not stored and isinstance(config, dict):  # checkpoints written before identities were stored
         kind = (config.get("model") or {}).get("type")
-        skip = tuple(getattr(CLASSIFIERS.get(kind), "init_file_args", ())) if kind in CLASSIFIERS else ()
+        skip = tuple(getattr(model_class(kind), "init_file_args", ())) if kind in CLASSIFIERS or kind in SELFSUP else ()
         stored = identity(config, None, skip)
     check_same_identity(stored, ident, f"--output-dir {output_dir}",
                         "choose a new --output-dir; the same one resumes only the same model on the same data")

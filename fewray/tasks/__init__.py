@@ -11,16 +11,17 @@ task           batches (Ray Data)                                      models
 =============  ======================================================  ===========================================
 ``episodes``   N-way K-shot Q-query episodes (EpisodeBuilder)          ProtoNet, MatchingNet, RelationNet, MAML, ...
 ``batches``    shuffled labelled batches of all base classes           Baseline, Baseline++, NegMargin, ArcFace
+``multiview``  two augmented views per image, labels unused            SimCLR (self-supervised)
 =============  ======================================================  ===========================================
 
 Example::
 
     >>> from fewray.tasks import TASKS
     >>> sorted(TASKS.list())
-    ['batches', 'episodes']
+    ['batches', 'episodes', 'multiview']
 """
 
 from fewray.tasks.base import TASKS, TrainingTask, task_for
-from fewray.tasks import fewshot  # noqa: F401,E402  (registers the tasks)
+from fewray.tasks import fewshot, selfsup  # noqa: F401,E402  (registers the tasks)
 
 __all__ = ["TASKS", "TrainingTask", "task_for"]

@@ -60,8 +60,8 @@ def task_for(cfg: "ExperimentConfig") -> TrainingTask:
     Raises:
         ConfigError: the class names a task that is not registered.
     """
-    from fewray.algorithms import CLASSIFIERS
+    from fewray.algorithms.builder import model_class
 
-    cls = CLASSIFIERS.get(cfg.model.type)
+    cls = model_class(cfg.model.type)
     name = getattr(cls, "train_task", None) or ("batches" if getattr(cls, "train_on_batches", False) else "episodes")
     return TASKS.get(name)()

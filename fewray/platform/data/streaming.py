@@ -137,6 +137,18 @@ def batch_dataset(
         image_size=image_size))
 
 
+def multiview_dataset(
+    root: str, split: str, channels: int, batch_size: int, seed: int, start: int, stop: int,
+    builder_cpus: float = 0.0, image_size: int | None = None,
+) -> "ray.data.Dataset":
+    """A Ray Dataset of two-view batches ``start..stop-1`` for contrastive pre-training (one row per batch,
+    ``view1``/``view2`` uint8 ``(B, C, S, S)``; see :class:`fewray.platform.data.multiview.MultiViewBuilder`)."""
+    from fewray.platform.data.multiview import MultiViewBuilder
+
+    return _id_stream(start, stop, MultiViewBuilder, builder_cpus, dict(
+        root=root, split=split, channels=channels, batch_size=batch_size, seed=seed, image_size=image_size))
+
+
 def _id_stream(start: int, stop: int, builder: type, builder_cpus: float, kwargs: dict) -> "ray.data.Dataset":
     """``ids start..stop-1`` mapped one by one, in order, by one ``builder`` actor."""
     ctx = ray.data.DataContext.get_current()
