@@ -64,7 +64,9 @@ def load_weights(path: str | Path, map_location: str = "cpu") -> Any:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused a global: the file holds objects, i.e. code
         found = re.search(r"GLOBAL ([\w.]+)", str(exc)) or re.search(r"Unsupported global: ([\w.]+)", str(exc))
-        what = f" ({found.group(1)})" if found else ""
+        if found is None:  # not a refused object: a file that is no pickle at all, or a damaged one
+            raise CheckpointError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:200]}") from None
+        what = f" ({found.group(1)})"
         raise CheckpointError(f"checkpoint {p} holds Python objects{what}, not only tensors: loading it could run "
                               f"code, so it was not loaded (save the state dict, torch.save(model.state_dict()))") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged files
