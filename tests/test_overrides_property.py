@@ -39,7 +39,8 @@ def _pipeline(name: str):
     return module
 
 
-PIPELINES = {name: _pipeline(name) for name in ("metatrain", "metatest", "tune")}
+PIPELINES = {name: _pipeline(name) for name in ("metatrain", "metatest", "tune", "retrieve")}
+RETRIEVAL_CONFIG = REPO / "configs" / "retrieval" / "conv4_caltech101.yaml"
 SCHEMA_KEYS = sorted(flatten(ExperimentConfig().to_dict())) + [
     "tune.search_space.train.optimizer.lr", "tune.num_samples", "tune.metric", "tune.mode", "tune.scheduler.type",
     "tune.resources_per_trial.num_workers", "model.backbone.in_channels", "model.head.temperature", "model.inner_lr",
@@ -89,9 +90,9 @@ def checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("ckpt"), model=model.state_dict(), step=1, config=cfg.to_dict())
 
 
-@pytest.mark.parametrize("name", ["metatrain", "metatest", "tune"])
+@pytest.mark.parametrize("name", ["metatrain", "metatest", "tune", "retrieve"])
 def test_generated_overrides_fail_in_one_line_or_pass(name, omniglot_catalog, checkpoint):
-    config = TUNE_CONFIG if name == "tune" else CONFIG
+    config = {"tune": TUNE_CONFIG, "retrieve": RETRIEVAL_CONFIG}.get(name, CONFIG)
 
     @settings(max_examples=int(os.environ.get("FEWRAY_HYPOTHESIS_EXAMPLES", "150")), deadline=None, derandomize=not os.environ.get("FEWRAY_HYPOTHESIS_EXAMPLES"), suppress_health_check=list(HealthCheck))
     @given(sets=overrides)
@@ -99,7 +100,12 @@ def test_generated_overrides_fail_in_one_line_or_pass(name, omniglot_catalog, ch
         with tempfile.TemporaryDirectory() as work:
             work = Path(work)
             argv = ["--config", str(config), "--set", f"data.root={omniglot_catalog}", "--dry-run"]
-            argv += ["--checkpoint", str(checkpoint)] if name == "metatest" else ["--output-dir", str(work / "out")]
+            if name == "metatest":
+                argv += ["--checkpoint", str(checkpoint)]
+            elif name == "retrieve":  # a Caltech (RGB) config on the Omniglot catalog: valid overrides reach data checks
+                argv += ["--output", str(work / "out" / "r.json")]
+            else:
+                argv += ["--output-dir", str(work / "out")]
             for item in sets:
                 argv += ["--set", item]
             before_cwd = tree(Path.cwd())
