@@ -37,7 +37,8 @@ def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint
         validate_only (bool): check type names and keyword arguments without building tensors.
         for_checkpoint (bool): the weights will come from a checkpoint: skip the classifier's arguments
             that load weights from files at construction (its ``init_file_args``, e.g. MetaBaseline's
-            ``pretrained_backbone``), so a model can be rebuilt where that file is not (another Ray node).
+            ``pretrained_backbone``) and the backbone's ``pretrained`` weights, so a model can be rebuilt where
+            those files are not (another Ray node).
 
     Returns:
         The classifier ``nn.Module`` (or None when ``validate_only``).
@@ -65,8 +66,11 @@ def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint
     validate_kwargs(cls, extra, "model", skip={"backbone", "head"})
     if validate_only:
         return None
+    backbone_cfg = cfg["backbone"]
     if for_checkpoint:
         extra = {k: v for k, v in extra.items() if k not in getattr(cls, "init_file_args", ())}
-    backbone = BACKBONES.build(cfg["backbone"], "model.backbone")
+        if backbone_cfg.get("pretrained"):  # the checkpoint holds the weights: no file to read (another node)
+            backbone_cfg = {**backbone_cfg, "pretrained": False}
+    backbone = BACKBONES.build(backbone_cfg, "model.backbone")
     head = HEADS.build(cfg["head"], "model.head")
     return CLASSIFIERS.build({"type": cfg["type"], **extra}, "model", backbone=backbone, head=head)

@@ -11,6 +11,11 @@ Layout of a catalog directory (written by ``pipelines/prepare_data.py``)::
 ``ROOT`` may be a local path or any URI pyarrow understands (``s3://``, ``gs://``), so a
 cluster can read one shared catalog.
 
+A catalog holds only the splits it was given classes for (``prepare_data.py folder --counts 0 0 N`` writes a
+test-only catalog, e.g. to evaluate a pretrained backbone); ``catalog.json``'s ``splits`` lists them, and
+asking for another split is an error naming those it has (``split 'val' not found in catalog ROOT (splits:
+test)``).
+
 A directory counts as *a catalog fewray wrote* (one that ``prepare_data.py`` may replace) when its
 ``catalog.json`` is a JSON object with a ``dataset`` entry (every catalog fewray writes has one) and it
 holds nothing else than regular ``*.parquet`` files and the ``.decoded/`` cache (regular ``*.npy`` and
@@ -237,8 +242,17 @@ def publish_atomically(out: str | Path) -> Iterator[Path]:
 
     Example::
 
-        >>> with publish_atomically("data/omniglot") as tmp:
-        ...     write_split(tmp, "train", columns)
+        >>> import os, shutil, tempfile
+        >>> from PIL import Image
+        >>> from fewray.platform.data.catalog import encode_png, publish_atomically, write_split
+        >>> base = tempfile.mkdtemp()
+        >>> columns = {"image": [encode_png(Image.new("L", (28, 28)))] * 2, "label": [0, 1],
+        ...            "class_name": ["a", "b"]}
+        >>> with publish_atomically(os.path.join(base, "omniglot")) as tmp:
+        ...     _ = write_split(tmp, "train", columns)   # written into a hidden sibling of the target
+        >>> os.listdir(base), os.listdir(os.path.join(base, "omniglot"))   # moved into place on success
+        (['omniglot'], ['train.parquet'])
+        >>> shutil.rmtree(base)
     """
     given = out
     out = check_output_dir(out)

@@ -177,11 +177,16 @@ def as_str(x: Any) -> str:
     return x.decode("utf-8", "replace") if isinstance(x, (bytes, bytearray)) else str(x)
 
 
-def check_split_classes(splits: dict[str, Sequence[str]], known: Iterable[str], listing: str) -> None:
+def check_split_classes(splits: dict[str, Sequence[str]], known: Iterable[str], listing: str,
+                        allow_empty: bool = False) -> None:
     """Every split class must be a known class and belong to one split only.
 
+    Args:
+        allow_empty: a split may list no classes (it is then not written), as long as one split lists some.
+
     Raises:
-        DataError: ``unknown class 'X' in split 'val' of <listing>`` or a class listed in two splits.
+        DataError: ``unknown class 'X' in split 'val' of <listing>``, a class listed in two splits, a split
+            without classes (unless ``allow_empty``), no class in any split.
     """
     known = set(known)
     seen: dict[str, str] = {}
@@ -192,8 +197,10 @@ def check_split_classes(splits: dict[str, Sequence[str]], known: Iterable[str], 
             if name in seen:
                 raise DataError(f"class '{name}' is in both split '{seen[name]}' and split '{split}' of {listing}")
             seen[name] = split
-        if not names:
+        if not names and not allow_empty:
             raise DataError(f"split '{split}' of {listing} lists no classes")
+    if not seen:
+        raise DataError(f"{listing} lists no classes")
 
 
 def write_class_catalog(
@@ -212,7 +219,9 @@ def write_class_catalog(
         out: catalog directory.
         info: dataset-level entries of ``catalog.json`` (``dataset``, ``protocol``, ...); ``image_size``,
             ``channels``, ``resize_mode``, ``image_format`` and per-split counts are added.
-        splits: ``{split: [(class_name, [item, ...]), ...]}``; the class at position ``i`` gets label ``i``.
+        splits: ``{split: [(class_name, [item, ...]), ...]}``; the class at position ``i`` gets label ``i``. Only
+            the splits given, with classes, are written (a catalog may hold only a test split); ``catalog.json``'s
+            ``splits`` lists them.
         load: ``load(item) -> (PIL image, extra columns)``; raises :class:`DataError` naming the item.
         image_size: output side; resize_mode: see :func:`resize_image`; image_format: ``png`` or ``jpeg``.
         progress: called with 1 after each image.
@@ -222,7 +231,8 @@ def write_class_catalog(
 
     Raises:
         DataError: ``out`` may not be replaced (see :func:`~fewray.platform.data.catalog.check_output_dir`),
-            an empty class (naming it), or whatever ``load`` raises. Nothing is written to ``out`` then.
+            an empty class (naming it), no split with classes, or whatever ``load`` raises. Nothing is written to
+            ``out`` then.
     """
     if image_size < 8:
         raise DataError(f"image size {image_size} is too small (at least 8 pixels)")
@@ -230,6 +240,9 @@ def write_class_catalog(
         raise DataError(f"unknown resize mode '{resize_mode}' (choose from {', '.join(RESIZE_MODES)})")
     if image_format not in IMAGE_FORMATS:
         raise DataError(f"unknown image format '{image_format}' (choose from {', '.join(IMAGE_FORMATS)})")
+    splits = {split: classes for split, classes in splits.items() if classes}  # splits without classes: not written
+    if not splits:
+        raise DataError("no split has any class: nothing to write")
     for split, classes in splits.items():
         for name, items in classes:
             if not items:

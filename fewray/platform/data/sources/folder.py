@@ -19,8 +19,15 @@ The class split is either
   into ``counts`` (train, val, test) classes, or into ``ratios`` of the class count (train and val
   rounded, test the rest).
 
+A catalog may hold only the splits a user has: a split file may leave splits out (or list none of their
+classes), and counts or ratios may be 0 for a split (``--counts 0 0 100``: a test-only catalog to evaluate
+a pretrained model on). A split without classes is not written; at least one split must have classes.
+Asking a catalog for a split it does not have is an error naming the splits it has
+(:func:`~fewray.platform.data.catalog.load_split`).
+
 In both cases the classes of a split are labelled in sorted name order. Extra column: ``filename``
-(relative to ``SOURCE``). ``catalog.json`` lists the classes of each split.
+(relative to ``SOURCE``). ``catalog.json`` lists the classes of each split it holds (``classes``) and their
+counts (``splits``).
 """
 
 from __future__ import annotations
@@ -68,20 +75,24 @@ def list_classes(source: Path, exclude: Sequence[str] = ()) -> dict[str, list[st
 
 
 def read_split_file(path: str | Path) -> dict[str, list[str]]:
-    """``{train: [...], val: [...], test: [...]}`` from a YAML/JSON file, a ``<split> <class>`` text file
-    or a directory of ``train.txt``/``val.txt``/``test.txt``.
+    """``{split: [class, ...]}`` from a YAML/JSON file, a ``<split> <class>`` text file or a directory of
+    ``train.txt``/``val.txt``/``test.txt``; only the splits it names (any of train, val, test), in that order.
 
     Raises:
-        DataError: missing file, unparsable file, a split other than train/val/test, a missing split.
+        DataError: missing file, unparsable file, a split other than train/val/test, no class in any split
+            (a directory: none of the three files).
     """
     path = Path(path).expanduser()
     if path.is_dir():
         out = {}
         for s in SPLITS:
             f = path / f"{s}.txt"
-            if not f.is_file():
-                raise DataError(f"split file not found: {f}")
-            out[s] = [line.strip() for line in f.read_text().splitlines() if line.strip()]
+            if f.is_file():
+                out[s] = [line.strip() for line in f.read_text().splitlines() if line.strip()]
+        if not out:
+            raise DataError(f"split directory {path} has none of {', '.join(f'{s}.txt' for s in SPLITS)}")
+        if not any(out.values()):
+            raise DataError(f"split directory {path} lists no classes")
         return out
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
@@ -106,40 +117,49 @@ def read_split_file(path: str | Path) -> dict[str, list[str]]:
     unknown = sorted(set(raw) - set(SPLITS))
     if unknown:
         raise DataError(f"split file {path}: unknown split '{unknown[0]}' (splits are train, val, test)")
-    missing = [s for s in SPLITS if s not in raw]
-    if missing:
-        raise DataError(f"split file {path}: no '{missing[0]}' split")
-    return {s: raw[s] for s in SPLITS}
+    if not any(raw.values()):
+        raise DataError(f"split file {path} lists no classes (expected splits train, val, test with class names)")
+    return {s: raw[s] for s in SPLITS if s in raw}
 
 
 def split_counts(num_classes: int, ratios: Sequence[float] | None = None,
                  counts: Sequence[int] | None = None) -> tuple[int, int, int]:
     """Classes per split (train, val, test) from ``counts`` or ``ratios`` (default :data:`DEFAULT_RATIOS`).
 
+    A count or ratio of 0 leaves that split out (``(0, 0, 100)``: a test-only catalog); every split with a
+    positive ratio gets at least one class.
+
     Raises:
-        DataError: not three values, a split with no class, more classes asked for than exist.
+        DataError: not three values, a negative value, all zero, more classes asked for than exist, a split
+            with a positive ratio that would get no class.
     """
     if counts is not None:
-        if len(counts) != 3 or any(int(c) < 1 for c in counts):
-            raise DataError(f"split counts must be three positive integers (train val test), got {list(counts)}")
+        if len(counts) != 3 or any(int(c) < 0 for c in counts) or not any(int(c) for c in counts):
+            raise DataError(f"split counts must be three integers >= 0 (train val test), not all 0, "
+                            f"got {list(counts)}")
         n = tuple(int(c) for c in counts)
         if sum(n) > num_classes:
             raise DataError(f"split counts {'/'.join(map(str, n))} need {sum(n)} classes, the folder has {num_classes}")
         return n  # type: ignore[return-value]
     r = tuple(ratios) if ratios is not None else DEFAULT_RATIOS
-    if len(r) != 3 or any(x <= 0 for x in r):
-        raise DataError(f"split ratios must be three positive numbers (train val test), got {list(r)}")
+    if len(r) != 3 or any(x < 0 for x in r) or not any(x > 0 for x in r):
+        raise DataError(f"split ratios must be three numbers >= 0 (train val test), not all 0, got {list(r)}")
     total = sum(r)
-    n_train, n_val = round(num_classes * r[0] / total), round(num_classes * r[1] / total)
-    n = (n_train, n_val, num_classes - n_train - n_val)
-    if min(n) < 1:
+    used = [i for i, x in enumerate(r) if x > 0]
+    counted = [0, 0, 0]
+    for i in used[:-1]:  # rounded; the last split with a positive ratio (normally test) gets the rest
+        counted[i] = round(num_classes * r[i] / total)
+    counted[used[-1]] = num_classes - sum(counted)
+    n = tuple(counted)
+    if any(n[i] < 1 for i in used):
         raise DataError(f"{num_classes} classes are too few for split ratios {list(r)} "
                         f"(got {'/'.join(map(str, n))} classes)")
     return n
 
 
 def random_class_split(names: Sequence[str], seed: int, ratios=None, counts=None) -> dict[str, list[str]]:
-    """A seeded class split: sorted names permuted by ``default_rng(seed)``, cut into train/val/test, each sorted."""
+    """A seeded class split: sorted names permuted by ``default_rng(seed)``, cut into train/val/test, each sorted
+    (a split with 0 classes gets an empty list)."""
     names = sorted(names)
     n = split_counts(len(names), ratios, counts)
     perm = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
@@ -169,39 +189,42 @@ def prepare_folder(
         out: catalog directory to write (replaced only when the new catalog is complete).
         image_size: output side (84 by default).
         split_file: a given class split (see the module docstring); else a random split with
-        ratios / counts: three numbers (train, val, test); counts win over ratios; default ratios 64/16/20.
+        ratios / counts: three numbers (train, val, test); counts win over ratios; default ratios 64/16/20; a 0
+            leaves that split out of the catalog.
         seed: seed of the random split.
         exclude: class folder names to leave out (e.g. ``BACKGROUND_Google``).
         resize_mode, image_format, progress: see :func:`~fewray.platform.data.sources._common.write_class_catalog`.
         dataset, protocol: names written to ``catalog.json``.
 
     Returns:
-        The ``catalog.json`` dict (with ``classes`` per split).
+        The ``catalog.json`` dict (with ``classes`` per split it holds; splits without classes are not written).
 
     Raises:
         DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
             not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
             missing source directory or split file, an empty class folder, an unknown class in the
-            split file, a class in two splits, impossible counts/ratios, a corrupt image (naming the file).
+            split file, a class in two splits, impossible counts/ratios, no class in any split, a corrupt image
+            (naming the file).
 
     Example::
 
         >>> prepare_folder("photos", "data/photos", image_size=84, counts=(6, 2, 2), seed=0)  # doctest: +SKIP
+        >>> prepare_folder("photos", "data/photos_test", image_size=224, counts=(0, 0, 10))  # doctest: +SKIP
     """
     source = require_dir(Path(source).expanduser(), "image folder source directory")
     check_output_dir(out, (source,))  # before any image is read
     classes = list_classes(source, exclude)
     if split_file is not None:
         split_names = read_split_file(split_file)
-        check_split_classes(split_names, classes, f"split file {split_file}")
+        check_split_classes(split_names, classes, f"split file {split_file}", allow_empty=True)
         rule = f"class split file {split_file}"
-        split_names = {s: sorted(v) for s, v in split_names.items()}
     else:
         split_names = random_class_split(list(classes), seed, ratios, counts)
         n = [len(split_names[s]) for s in SPLITS]
         rule = f"seeded random class split (numpy default_rng({seed}) permutation of the sorted names): {n[0]}/{n[1]}/{n[2]}"
+    split_names = {s: sorted(v) for s, v in split_names.items() if v}  # a split without classes is not written
     used = {c for v in split_names.values() for c in v}
-    splits = {s: [(c, [f"{c}/{f}" for f in classes[c]]) for c in split_names[s]] for s in SPLITS}
+    splits = {s: [(c, [f"{c}/{f}" for f in classes[c]]) for c in split_names[s]] for s in split_names}
 
     def load(rel: str):
         path = source / rel
