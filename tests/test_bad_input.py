@@ -194,6 +194,7 @@ def test_checkpoint_of_another_classifier_type_is_refused(trained, omniglot_cata
     assert existing_output.read_text() == '{"earlier": true}\n'
 
 
+@pytest.mark.slow
 def test_resume_from_a_copied_dir_with_another_tracking_store(trained, omniglot_catalog, tmp_path):
     """A finished run copied elsewhere and re-run from a directory with its own ./mlflow.db: a new MLflow run
     that names the old one, not a 'Run not found' traceback."""
@@ -248,6 +249,7 @@ def test_output_path_is_checked_before_the_meta_test(trained, omniglot_catalog, 
     assert time.monotonic() - t0 < 30  # before Ray, not after the meta-test
 
 
+@pytest.mark.slow
 def test_result_line_is_printed_before_the_output_file_is_written(trained, omniglot_catalog, tmp_path):
     out = tmp_path / "deep" / "result.json"
     proc = metatest(trained["best_checkpoint"], omniglot_catalog, out)
@@ -260,6 +262,7 @@ def test_result_line_is_printed_before_the_output_file_is_written(trained, omnig
     ("data.channels=3", "data.channels=3 does not fit the model: model.backbone.in_channels is 1"),
     ("data.image_size=84", "data.image_size=84 but the catalog {root} holds 28x28 images"),
 ])
+@pytest.mark.slow
 def test_model_and_data_that_do_not_fit(trained, omniglot_catalog, tmp_path, setting, message):
     for script, extra in (("metatest.py", ["--checkpoint", trained["best_checkpoint"]]),
                           ("metatrain.py", ["--output-dir", str(tmp_path / "out")])):
@@ -315,6 +318,7 @@ def test_dotted_search_space_key_through_set(omniglot_catalog, tmp_path):
                             "'train.optimizer.lr'")
 
 
+@pytest.mark.slow
 def test_zero_byte_and_code_holding_checkpoints(omniglot_catalog, tmp_path, existing_output):
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
@@ -331,6 +335,7 @@ def test_zero_byte_and_code_holding_checkpoints(omniglot_catalog, tmp_path, exis
                             f"loading it could run code, so it was not loaded")
 
 
+@pytest.mark.slow
 def test_sweep_whose_every_trial_fails_is_one_line(omniglot_catalog, tmp_path):
     """A catalog whose val split holds a corrupt image: every trial fails at its first meta-validation."""
     cat = tmp_path / "cat"

@@ -255,6 +255,7 @@ def test_gallery_features_and_rankings_identical_with_one_and_two_workers(tiny_c
 
 # ---- the pipeline -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_pipeline_end_to_end_leave_one_out_then_query_images(tiny_caltech, tmp_path):
     from mlflow.tracking import MlflowClient
 
