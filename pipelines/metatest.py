@@ -17,12 +17,11 @@ Prints ``5-way 1-shot: accuracy 98.61% ± 0.21 (95% CI, 2000 tasks)``; ``--outpu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import _bootstrap  # noqa: F401
 
-from fewray.platform.cli import check_output_file, int_list, positive_int
+from fewray.platform.cli import check_output_file, finish, int_list, positive_int
 from fewray.platform.errors import run_cli
 
 
@@ -79,20 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                                       tracking_uri=args.tracking_uri, progress=sys.stderr.isatty())
     for line in result.get("lines", [result.get("line")]):
         print(line, flush=True)  # the result first: a file that cannot be written must not hide it
-    from fewray.platform.tracking import run_ui_line
-
-    print(run_ui_line(result["tracking_uri"], result["mlflow_experiment_id"], result["mlflow_run_id"]), file=sys.stderr)
-    if args.output:
-        from pathlib import Path
-
-        from fewray.platform.cli import OutputPathError
-
-        try:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-        except OSError as exc:
-            raise OutputPathError(f"--output {args.output}: cannot write the result ({exc.strerror or exc}); "
-                                  f"it is in MLflow run {result.get('mlflow_run_id')}") from None
+    finish(result, args.output)
     return 0
 
 

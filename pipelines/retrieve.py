@@ -27,12 +27,10 @@ Everything is checked before Ray starts (``--dry-run`` stops there); a bad input
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 import _bootstrap  # noqa: F401
 
-from fewray.platform.cli import check_output_file, positive_int
+from fewray.platform.cli import check_output_file, finish, positive_int
 from fewray.platform.errors import ConfigError, run_cli
 
 
@@ -97,20 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                            dump_prototype=args.dump_prototype)
     show = args.show if args.show is not None else (None if args.query else 10)
     print_result(result, show)  # the result first: a file that cannot be written must not hide it
-    from fewray.platform.tracking import run_ui_line
-
-    print(run_ui_line(result["tracking_uri"], result["mlflow_experiment_id"], result["mlflow_run_id"]), file=sys.stderr)
-    if args.output:
-        from pathlib import Path
-
-        from fewray.platform.cli import OutputPathError
-
-        try:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-        except OSError as exc:
-            raise OutputPathError(f"--output {args.output}: cannot write the result ({exc.strerror or exc}); "
-                                  f"it is in MLflow run {result.get('mlflow_run_id')}") from None
+    finish(result, args.output)
     return 0
 
 

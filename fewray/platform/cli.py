@@ -105,3 +105,30 @@ def check_output_dir(path: str | Path, flag: str = "--output-dir") -> Path:
         return path
     _check_writable_parent(path, flag)
     return path
+
+
+def finish(result: dict, output: str | None) -> None:
+    """A pipeline's last words after its result lines: the run's MLflow UI link on stderr, then ``--output``.
+
+    The result is printed before this is called, so a file that cannot be written never hides it.
+
+    Args:
+        result: the result JSON (with ``tracking_uri``, ``mlflow_experiment_id``, ``mlflow_run_id``);
+        output: ``--output``, or None.
+
+    Raises:
+        OutputPathError: the file cannot be written after all (the message names the run that holds the result).
+    """
+    import json
+    import sys
+
+    from fewray.platform.tracking import run_ui_line
+
+    print(run_ui_line(result["tracking_uri"], result["mlflow_experiment_id"], result["mlflow_run_id"]), file=sys.stderr)
+    if output:
+        try:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            raise OutputPathError(f"--output {output}: cannot write the result ({exc.strerror or exc}); "
+                                  f"it is in MLflow run {result.get('mlflow_run_id')}") from None

@@ -437,18 +437,12 @@ def _set_in_place(raw: dict[str, Any], parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate a YAML experiment config.
-
-    Args:
-        path: the YAML file.
-        overrides: ``["train.num_steps=100", ...]`` applied before validation.
-
-    Returns:
-        ExperimentConfig with ``data.root`` made absolute.
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (any fewray config: experiment, retrieval).
 
     Raises:
-        ConfigError: missing file, YAML syntax error, unknown key, wrong type or value out of range.
+        ConfigError: a directory, a missing or unreadable file, a binary file, a YAML syntax error (with its line),
+            or a top level that is not a mapping.
     """
     path = Path(path)
     if path.is_dir():
@@ -470,7 +464,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise ConfigError(f"config file {path}{where}: invalid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    return config_from_dict(apply_overrides(raw, overrides))
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate a YAML experiment config.
+
+    Args:
+        path: the YAML file.
+        overrides: ``["train.num_steps=100", ...]`` applied before validation.
+
+    Returns:
+        ExperimentConfig with ``data.root`` made absolute.
+
+    Raises:
+        ConfigError: missing file, YAML syntax error, unknown key, wrong type or value out of range.
+    """
+    return config_from_dict(apply_overrides(read_yaml_config(path), overrides))
 
 
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:

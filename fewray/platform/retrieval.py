@@ -54,7 +54,7 @@ from fewray.algorithms.retrievers import (
 )
 from fewray.core.registry import format_validation_error, validate_kwargs
 from fewray.evaluation.retrieval import DEFAULT_TOPK, RetrievalMetrics
-from fewray.platform.config import MAX_SEED, DataConfig, TrackingConfig, apply_overrides
+from fewray.platform.config import MAX_SEED, DataConfig, TrackingConfig, apply_overrides, read_yaml_config
 from fewray.platform.data.catalog import load_split, read_catalog_info, read_columns, read_labels
 from fewray.platform.errors import CheckpointError, ConfigError, DataError
 from fewray.platform.features import channels_last, to_float
@@ -232,25 +232,6 @@ def retrieval_config_from_dict(raw: dict[str, Any]) -> RetrievalConfig:
     return cfg
 
 
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"config path {path} is a directory, not a YAML file")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not a text (UTF-8) YAML file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path}{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    return raw
-
-
 def _with_values(raw: dict[str, Any], overrides: list[str] | None, values: dict[str, Any] | None) -> dict[str, Any]:
     from fewray.platform.config import set_by_path
 
@@ -278,7 +259,7 @@ def load_retrieval_config(path: str | Path, overrides: list[str] | None = None,
         >>> cfg.model.image_encoder["type"], cfg.model.topk, cfg.query.split
         ('Conv4', 5, 'test')
     """
-    return retrieval_config_from_dict(_with_values(_read_yaml(path), overrides, values))
+    return retrieval_config_from_dict(_with_values(read_yaml_config(path), overrides, values))
 
 
 def retrieval_config_from_checkpoint(checkpoint: str | Path, overrides: list[str] | None = None,
