@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,20 +28,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from machine import machine_info  # noqa: E402
 from paths import repo_relative  # noqa: E402
+from runner import pipeline  # noqa: E402
 
 from fewray.platform.errors import run_cli  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "retrieval_caltech101"
 TRAIN_CONFIG = "configs/classification/proto_net/conv4_caltech101.yaml"
-
-
-def pipeline(*args: str, log: Path) -> None:
-    """Run ``args`` (a pipeline and its arguments) from the repository root, output appended to ``log``."""
-    with open(log, "a") as fh:
-        proc = subprocess.run([sys.executable, *args], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                              env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")})
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:2])} failed (exit {proc.returncode}); see {log}")
 
 
 def main(argv=None) -> int:
@@ -76,12 +66,17 @@ def main(argv=None) -> int:
         pipeline("pipelines/retrieve.py", *extra, "--set", f"data.root={catalog}", "--show", "0",
                  "--output", str(out), "--tracking-uri", db, log=log)
         result = json.loads(out.read_text())
-        rows[label] = {**result["metrics"], "feature_dim": result.get("feature_dim"),
+        rows[label] = {**result["metrics"], **result["encoder"], "similarity_fn": result["similarity_fn"],
                        "seconds": round(time.perf_counter() - t0, 1)}
     info = machine_info()
     first = next(iter(rows.values()))
-    lines = [f"Caltech-101 test classes (25), leave-one-out: {first.get('num_queries')} queries, each against all "
-             f"other test images; cosine similarity; 84x84 catalog. Reproduce: "
+    from fewray.platform.data.catalog import read_catalog_info
+
+    test_classes = read_catalog_info(catalog)["splits"]["test"]["classes"]
+    size = read_catalog_info(catalog)["image_size"]
+    lines = [f"Caltech-101 test classes ({test_classes}), leave-one-out: {first['num_queries']} queries, each "
+             f"against all other test images; {first['similarity_fn'].replace('_', ' ')}; {size}x{size} catalog. "
+             f"Reproduce: "
              f"`RAY_AUTH_MODE=disabled python benchmarks/retrieval_caltech101.py`.", "",
              "| encoder | Recall@1 | Recall@5 | Recall@10 | mAP@R | seconds |", "|---|---|---|---|---|---|"]
     for label, r in rows.items():

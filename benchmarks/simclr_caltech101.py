@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,20 +32,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from machine import machine_info  # noqa: E402
 from paths import repo_relative  # noqa: E402
+from runner import pipeline  # noqa: E402
 
 from fewray.platform.errors import run_cli  # noqa: E402
 
 CONFIG = "configs/selfsup/simclr/conv4_caltech101.yaml"
 OUT = REPO / "benchmarks" / "results" / "simclr_caltech101"
-
-
-def pipeline(*args: str, log: Path) -> None:
-    """Run ``pipelines/<args>`` from the repository root, its output appended to ``log``; raise on failure."""
-    with open(log, "a") as fh:
-        proc = subprocess.run([sys.executable, *args], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
-                              env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")})
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:2])} failed (exit {proc.returncode}); see {log}")
 
 
 def random_init_checkpoint(catalog: str, directory: Path) -> Path:
@@ -104,11 +94,18 @@ def main(argv=None) -> int:
 
     separated = {str(k["shots"]): interval(s)[0] > interval(k)[1] for k, s in zip(rows["random init"], rows["SimCLR"])}
     info = machine_info()
+    from fewray.platform.config import load_config
+    from fewray.platform.data.catalog import read_catalog_info
+
+    cfg = load_config(REPO / CONFIG, [f"data.root={catalog}"])
+    t, test = cfg.train, cfg.test
+    test_classes = read_catalog_info(catalog)["splits"][test.split]["classes"]
     lines = [f"SimCLR Conv4 pre-trained on Caltech-101's train split (labels unused; {train['num_steps']} steps x "
-             f"{2} workers x 32 images x 2 views, {train['train_seconds'] / 60:.1f} min) vs the same Conv4 at its "
-             f"random initialisation; prototypes on the frozen backbone, 5-way, 15 queries, {args.num_tasks} tasks "
-             f"on the 25 test classes. Config `{CONFIG}`.", "",
-             "| backbone | 5-way 1-shot | 5-way 5-shot |", "|---|---|---|"]
+             f"{t.num_workers} workers x {t.batch_size} images x 2 views, {train['train_seconds'] / 60:.1f} min) vs "
+             f"the same Conv4 at its random initialisation; prototypes on the frozen backbone, {test.ways}-way, "
+             f"{test.queries} queries, {args.num_tasks} tasks on the {test_classes} {test.split} classes. "
+             f"Config `{CONFIG}`.", "",
+             f"| backbone | {test.ways}-way 1-shot | {test.ways}-way 5-shot |", "|---|---|---|"]
     for label, res in rows.items():
         lines.append(f"| {label} | " + " | ".join(f"{r['accuracy_mean']:.2f} ± {r['ci95']:.2f}" for r in res) + " |")
     lines += ["", "CIs do not overlap (SimCLR above random): "

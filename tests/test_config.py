@@ -77,7 +77,7 @@ def test_classifier_keyword_arguments_are_config_keys():
 def test_val_metric_picks_the_best_checkpoint_and_is_checked(tmp_path):
     cfg = load_config(CONFIG, ["val.metric=ci95", "val.mode=min"])
     assert (cfg.val.metric, cfg.val.mode) == ("ci95", "min")
-    with pytest.raises(ConfigError, match="val.metric 'recall' is not a metric of meta-validation"):
+    with pytest.raises(ConfigError, match="val.metric 'recall' is not a meta-validation metric"):
         load_config(CONFIG, ["val.metric=recall"])
     with pytest.raises(ConfigError, match="tune.metric 'loss' is not a meta-validation metric"):
         load_config(CONFIG.parent / "protonet_conv4_omniglot_tune.yaml", ["tune.metric=loss"])

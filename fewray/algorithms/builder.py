@@ -28,6 +28,17 @@ def model_class(type_name: str) -> type:
     return CLASSIFIERS.get(type_name)
 
 
+def init_file_args(type_name: str) -> tuple[str, ...]:
+    """The arguments of model type ``type_name`` that read files when it is built (e.g. MetaBaseline's
+    ``pretrained_backbone``); ``()`` for a type without any, or one that is not registered."""
+    from fewray.core.errors import ConfigError
+
+    try:
+        return tuple(getattr(model_class(type_name), "init_file_args", ()))
+    except ConfigError:  # an unknown type: reported where the config is validated
+        return ()
+
+
 def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint: bool = False):
     """Build the classifier described by a ``model:`` config section.
 
@@ -50,8 +61,7 @@ def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint
 
     cfg = model_cfg if isinstance(model_cfg, dict) else model_cfg.model_dump()
     if isinstance(cfg.get("type"), str) and cfg["type"] in SELFSUP:  # built from its config dict as a whole
-        cls = SELFSUP.get(cfg["type"])
-        kwargs = {k: v for k, v in cfg.items() if not (for_checkpoint and k in getattr(cls, "init_file_args", ()))}
+        kwargs = {k: v for k, v in cfg.items() if not (for_checkpoint and k in init_file_args(cfg["type"]))}
         model = SELFSUP.build(kwargs, "model")
         return None if validate_only else model
     extra = {k: v for k, v in cfg.items() if k not in ("type", "backbone", "head")}
@@ -68,7 +78,7 @@ def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint
         return None
     backbone_cfg = cfg["backbone"]
     if for_checkpoint:
-        extra = {k: v for k, v in extra.items() if k not in getattr(cls, "init_file_args", ())}
+        extra = {k: v for k, v in extra.items() if k not in init_file_args(cfg["type"])}
         if backbone_cfg.get("pretrained"):  # the checkpoint holds the weights: no file to read (another node)
             backbone_cfg = {**backbone_cfg, "pretrained": False}
     backbone = BACKBONES.build(backbone_cfg, "model.backbone")

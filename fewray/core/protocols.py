@@ -69,3 +69,29 @@ class Evaluator(ABC):
         if metric not in self.metrics:
             raise KeyError(f"{type(self).__name__} reports {', '.join(self.metrics)}, not '{metric}'")
         return self.modes.get(metric, "max")
+
+
+class KeyedEvaluator(Evaluator):
+    """An :class:`Evaluator` whose partial results are ``{item id: result}`` (a task's accuracy, a query's hits):
+    ``merge`` is their union (an id a retried shard sends again keeps the later result), so any split of the items
+    over shards gives the same merged dict; ``compute`` reads it in id order.
+
+    Example::
+
+        >>> class Count(KeyedEvaluator):
+        ...     metrics = ("n",)
+        ...     def process(self, outputs, targets=None):
+        ...         return dict(outputs)
+        ...     def compute(self, merged):
+        ...         return {"n": len(merged)}
+        >>> ev = Count()
+        >>> ev.compute(ev.merge([{0: 1.0, 1: 0.5}, {1: 0.5, 2: 0.0}]))
+        {'n': 3}
+    """
+
+    def merge(self, partials: list[dict]) -> dict:
+        """The union of the shards' dicts."""
+        merged: dict = {}
+        for part in partials:
+            merged.update(part)
+        return merged

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from fewray.core.protocols import Evaluator
+from fewray.core.protocols import KeyedEvaluator
 
 
 def aggregate(task_accuracies: dict[int, float]) -> tuple[float, float, float]:
@@ -43,7 +43,7 @@ def aggregate(task_accuracies: dict[int, float]) -> tuple[float, float, float]:
     return mean, std, 1.96 * std / math.sqrt(len(accs))
 
 
-class FewShotAccuracy(Evaluator):
+class FewShotAccuracy(KeyedEvaluator):
     """Mean accuracy over N-way K-shot episodes with its ci95 (:class:`~fewray.core.protocols.Evaluator`).
 
     ``process`` takes the per-task accuracies a shard computed (``{task_id: percent}``, from
@@ -64,13 +64,6 @@ class FewShotAccuracy(Evaluator):
     def process(self, outputs: dict[int, float], targets=None) -> dict[int, float]:
         """A shard's ``{task_id: accuracy}`` as plain ints and floats (small and picklable)."""
         return {int(k): float(v) for k, v in outputs.items()}
-
-    def merge(self, partials: list[dict[int, float]]) -> dict[int, float]:
-        """The union of the shards' dicts (a task id present twice keeps the later shard's value)."""
-        merged: dict[int, float] = {}
-        for part in partials:
-            merged.update(part)
-        return merged
 
     def compute(self, merged: dict[int, float]) -> dict[str, float]:
         """``{"accuracy_mean", "accuracy_std", "ci95", "num_tasks"}``.

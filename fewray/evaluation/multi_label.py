@@ -48,26 +48,13 @@ from typing import Any
 
 import numpy as np
 
+from fewray.core.multi_label import resolve_thr_topk
 from fewray.core.protocols import Evaluator
 
 __all__ = [
     "AveragePrecision", "MultiLabelEvaluator", "MultiLabelMetric", "average_precision", "multi_label_metrics",
     "positive_predictions", "precision_recall_f1", "to_score_matrix", "to_target_matrix",
 ]
-
-
-def _resolve(thr: float | None, topk: int | None, where: str) -> tuple[float | None, int | None]:
-    """mmpretrain's rule: ``thr`` decides when set (warning if ``topk`` is set too), else ``topk``, else 0.5."""
-    if thr is not None and not 0.0 <= float(thr) <= 1.0:
-        raise ValueError(f"{where}: thr must lie in [0, 1], got {thr}")
-    if topk is not None and int(topk) < 1:
-        raise ValueError(f"{where}: topk must be >= 1, got {topk}")
-    if thr is None and topk is None:
-        return 0.5, None
-    if thr is not None and topk is not None:
-        warnings.warn(f"{where}: both thr={thr} and topk={topk} are given; thr decides (mmpretrain's rule)",
-                      UserWarning, stacklevel=3)
-    return (float(thr) if thr is not None else None), (int(topk) if topk is not None else None)
 
 
 def _array(x: Any) -> np.ndarray:
@@ -196,7 +183,7 @@ def positive_predictions(scores: Any, thr: float | None = None, topk: int | None
         [[False, True, True]]
     """
     scores = to_score_matrix(scores)
-    thr, topk = _resolve(thr, topk, "positive_predictions")
+    thr, topk = resolve_thr_topk(thr, topk, "positive_predictions")
     if thr is not None:
         return scores >= thr
     if topk > scores.shape[1]:
@@ -254,7 +241,7 @@ class _MultiLabelBase(Evaluator):
 
     def __init__(self, thr: float | None = None, topk: int | None = None,
                  difficult_as_positive: bool | None = None) -> None:
-        self.thr, self.topk = _resolve(thr, topk, type(self).__name__)
+        self.thr, self.topk = resolve_thr_topk(thr, topk, type(self).__name__)
         self.difficult_as_positive = difficult_as_positive
 
     def process(self, outputs: Any, targets: Any = None) -> dict[str, np.ndarray]:

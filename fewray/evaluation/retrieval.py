@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fewray.core.protocols import Evaluator
+from fewray.core.protocols import KeyedEvaluator
 
 #: mmpretrain's default Recall@K cut-offs in fewray's retrieval runs
 DEFAULT_TOPK = (1, 5, 10)
@@ -83,7 +83,7 @@ def query_result(sim_row: Any, query_label: int, gallery_labels: np.ndarray, top
     return hits, (average_precision_at_r(rel, r) if r else None), r
 
 
-class RetrievalMetrics(Evaluator):
+class RetrievalMetrics(KeyedEvaluator):
     """Recall@K and mAP@R of ranked galleries (see the module docstring), as an
     :class:`~fewray.core.protocols.Evaluator`.
 
@@ -142,13 +142,6 @@ class RetrievalMetrics(Evaluator):
                              f"{len(q_labels)} query labels, {len(exclude)} exclusions, {len(g_labels)} gallery labels")
         return {qid: query_result(row, int(y), g_labels, self.topk, int(ex))
                 for qid, row, y, ex in zip(ids, sim, q_labels, exclude)}
-
-    def merge(self, partials: list[dict[int, tuple]]) -> dict[int, tuple]:
-        """The union of the shards' dicts (a query id present twice keeps the later shard's result)."""
-        merged: dict[int, tuple] = {}
-        for part in partials:
-            merged.update(part)
-        return merged
 
     def compute(self, merged: dict[int, tuple]) -> dict[str, float]:
         """``{"Recall@K" for each K, "mAP@R", "num_queries"}``, percentages averaged in query-id order."""

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from fewray.algorithms.utils.weights import (CHECKPOINT_FILE, load_weights, resolve_checkpoint, state_dict_mismatch,
-                                             train_result_checkpoint)
+from fewray.algorithms.utils.weights import (CHECKPOINT_FILE, load_state_checked, load_weights, resolve_checkpoint,
+                                             state_dict_mismatch, train_result_checkpoint)
 from fewray.core.errors import CheckpointError
 
 __all__ = ["CHECKPOINT_FILE", "load_checkpoint", "load_model_state", "load_weights", "resolve_checkpoint",
@@ -47,9 +47,5 @@ def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: str | 
     Raises:
         CheckpointError: when the weights do not fit the model (another architecture).
     """
-    if not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"checkpoint {path} holds no state dict under 'model'")
-    problem = state_dict_mismatch(model.state_dict(), state["model"])
-    if problem:
-        raise CheckpointError(f"checkpoint {path} does not fit model {type(model).__name__}: {problem}")
-    model.load_state_dict(state["model"])
+    load_state_checked(model, state.get("model"), f"checkpoint {path} does not fit model {type(model).__name__}",
+                       f"checkpoint {path} holds no state dict under 'model'")

@@ -173,6 +173,43 @@ class EvalConfig(EpisodeConfig):
     batch_size: int = Field(128, ge=1)
 
 
+def check_validation_metric(metric: str, key: str) -> None:
+    """``metric`` must be one meta-validation reports (few-shot accuracy's ``accuracy_mean``, ``accuracy_std``,
+    ``ci95``).
+
+    Raises:
+        ConfigError: ``val.metric 'recall' is not a meta-validation metric (one of ...)``.
+    """
+    from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
+
+    reported = [m for m in FewShotAccuracy.metrics if m != "num_tasks"]
+    if metric not in reported:
+        raise ConfigError(f"{key} '{metric}' is not a meta-validation metric (one of {', '.join(reported)})")
+
+
+def check_backbone_channels(backbone: dict[str, Any], channels: int, where: str, what: str = "the model") -> None:
+    """A backbone config's input channels (given, or its class's default ``in_channels``) must be the images'.
+
+    Caught when a config loads, not by a shape error inside a Ray worker a minute later.
+
+    Raises:
+        ConfigError: ``data.channels=3 does not fit the model: model.backbone.in_channels is 1; ...``.
+    """
+    import inspect
+
+    from fewray.algorithms import BACKBONES
+
+    params = inspect.signature(BACKBONES.get(backbone["type"])).parameters
+    if "in_channels" not in params:
+        return
+    given = "in_channels" in backbone
+    c_in = backbone["in_channels"] if given else params["in_channels"].default
+    if c_in != channels:
+        key = f"{where}.in_channels" if given else f"{where} ({backbone['type']}'s default in_channels)"
+        raise ConfigError(f"data.channels={channels} does not fit {what}: {key} is {c_in}; "
+                          f"set both to the catalog's channels")
+
+
 class ValConfig(EvalConfig):
     """Meta-validation during training: the tasks of :class:`EvalConfig`, and the metric that picks the best
     checkpoint.
@@ -188,12 +225,7 @@ class ValConfig(EvalConfig):
 
     @model_validator(mode="after")
     def _check_metric(self) -> "ValConfig":
-        from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
-
-        reported = [m for m in FewShotAccuracy.metrics if m != "num_tasks"]
-        if self.metric not in reported:
-            raise ConfigError(f"val.metric '{self.metric}' is not a metric of meta-validation "
-                              f"(one of {', '.join(reported)})")
+        check_validation_metric(self.metric, "val.metric")
         return self
 
 
@@ -278,11 +310,7 @@ class TuneSection(_Strict):
 
     @model_validator(mode="after")
     def _check_metric(self) -> "TuneSection":
-        from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
-
-        reported = [m for m in FewShotAccuracy.metrics if m != "num_tasks"]
-        if self.metric not in reported:
-            raise ConfigError(f"tune.metric '{self.metric}' is not a meta-validation metric (one of {', '.join(reported)})")
+        check_validation_metric(self.metric, "tune.metric")
         return self
 
     @model_validator(mode="after")
@@ -341,21 +369,7 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_channels(self) -> "ExperimentConfig":
-        # The backbone's input channels must be the images' channels: caught here, not by a shape error
-        # inside a Ray worker a minute later.
-        import inspect
-
-        from fewray.algorithms import BACKBONES
-
-        backbone = self.model.backbone
-        params = inspect.signature(BACKBONES.get(backbone["type"])).parameters
-        if "in_channels" in params:
-            given = "in_channels" in backbone
-            c_in = backbone["in_channels"] if given else params["in_channels"].default
-            if c_in != self.data.channels:
-                where = "model.backbone.in_channels" if given else f"model.backbone ({backbone['type']}'s default in_channels)"
-                raise ConfigError(f"data.channels={self.data.channels} does not fit the model: {where} is {c_in}; "
-                                  f"set both to the catalog's channels")
+        check_backbone_channels(self.model.backbone, self.data.channels, "model.backbone")
         return self
 
     @model_validator(mode="after")
@@ -492,9 +506,9 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     except pydantic.ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
     cfg.data.root = str(Path(cfg.data.root).expanduser().resolve()) if "://" not in cfg.data.root else cfg.data.root
-    from fewray.algorithms.builder import model_class
+    from fewray.algorithms.builder import init_file_args
 
-    for key in getattr(model_class(cfg.model.type), "init_file_args", ()):
+    for key in init_file_args(cfg.model.type):
         value = getattr(cfg.model, key, None)
         if isinstance(value, str) and value and "://" not in value:
             setattr(cfg.model, key, str(Path(value).expanduser().resolve()))

@@ -36,7 +36,7 @@ from fewray.platform.data.catalog import load_split, read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.features import extract_features
 from fewray.platform.preflight import check_checkpoint_model, check_image_size
-from fewray.platform.runtime import cluster_slots, init_ray, largest_node_cpus
+from fewray.platform.runtime import cluster_slots, default_workers, discard, init_ray, largest_node_cpus
 
 if TYPE_CHECKING:
     from fewray.platform.config import ExperimentConfig
@@ -136,16 +136,13 @@ def evaluate_tasks(
 
 
 def _build(model_cfg: dict, state: dict) -> torch.nn.Module:
-    """The model of ``model_cfg`` with ``state`` loaded, in eval mode, as a few-shot classifier: a model that is
-    not one (a self-supervised SimCLR) is evaluated through its task's ``eval_model`` (prototypes on its backbone)."""
+    """The model of ``model_cfg`` with ``state`` loaded, in eval mode, as its training task evaluates it
+    (``eval_model``: the classifier itself, or prototypes on a self-supervised model's backbone)."""
+    from fewray.tasks import task_for_class
+
     model = build_classifier(model_cfg, for_checkpoint=True)
     model.load_state_dict(state)
-    if not hasattr(model, "forward_tasks"):
-        from fewray.tasks import TASKS
-
-        model = TASKS.get(getattr(model, "train_task", "episodes"))().eval_model(model)
-    model.eval()
-    return model
+    return task_for_class(type(model)).eval_model(model).eval()  # as meta-validation evaluates it
 
 
 def _extract(model_cfg: dict, state: dict, root: str, split: str, channels: int, batch_size: int, threads: int,
@@ -208,22 +205,6 @@ def _evaluate_chunk(model_cfg: dict, state: dict, feats: np.ndarray, labels: np.
 def _warm_up() -> int:
     """A no-op Ray task: the worker that runs it imports this module (torch, fewray) and stays warm."""
     return os.getpid()
-
-
-def _discard(refs, timeout: float = 10.0) -> None:
-    """Collect the results of Ray tasks we no longer wait for, so Ray does not log their errors as unhandled.
-
-    They fail fast when they depend on the same failed input; whatever is still running after ``timeout``
-    seconds in all is left to Ray's shutdown. (``ray.cancel`` on them crashed Ray's core worker.)
-    """
-    refs = list(refs)
-    if refs:
-        ray.wait(refs, num_returns=len(refs), timeout=timeout)
-    for ref in refs:
-        try:
-            ray.get(ref, timeout=0)
-        except Exception:  # noqa: BLE001 - failed the same way as the error being raised, or still running
-            pass
 
 
 def chunks(n: int, k: int) -> list[range]:
@@ -301,8 +282,8 @@ def run_metatest(
     t0 = time.perf_counter()
     labels = read_labels(root, split)
     EpisodicSampler(labels, ways, shots, queries, seed, split)  # fail fast, one line
-    gpus, cpus = cluster_slots()
-    num_workers = num_workers or max(1, gpus or cpus)
+    gpus, _ = cluster_slots()
+    num_workers = num_workers or default_workers()
     for _ in range(num_workers if prewarm else 0):  # fire and forget: they finish during the feature pass
         ray.remote(_warm_up).options(num_cpus=0).remote()
     if inputs is None:
@@ -329,7 +310,7 @@ def run_metatest(
     except KeyboardInterrupt:
         raise  # Ctrl-C: stop now; Ray's shutdown ends the running tasks
     except BaseException:
-        _discard(pending)  # a bad input fails every chunk alike: report it once, not as "unhandled" errors
+        discard(pending)  # a bad input fails every chunk alike: report it once, not as "unhandled" errors
         raise
     accs = evaluator.merge(partials)
     metrics = evaluator.compute(accs)

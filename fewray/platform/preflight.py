@@ -62,16 +62,13 @@ def cluster_shortfall(num_workers: int, cpus_per_worker: float, gpus_per_worker:
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    need = {k: v for k, v in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)) if v > 0}
+    fit = sum(min((int(r.get(k, 0) // v) for k, v in need.items()), default=num_workers) for r in nodes)
+    if fit >= num_workers:  # workers that fit, node by node
+        return None
     total_cpu = sum(r.get("CPU", 0) for r in nodes)
     total_gpu = sum(r.get("GPU", 0) for r in nodes)
     have = f"the cluster has {_describe(total_cpu, total_gpu)} on {len(nodes)} node{'s' if len(nodes) != 1 else ''}"
-    fits_per_node = sum(
-        int(min(r.get("CPU", 0) // cpus_per_worker if cpus_per_worker else 1e9,
-                r.get("GPU", 0) // gpus_per_worker if gpus_per_worker else 1e9))
-        for r in nodes
-    )
-    if fits_per_node >= num_workers:
-        return None
     largest = max((r.get("CPU", 0) for r in nodes), default=0)
     if cpus_per_worker > largest:
         have += f" (at most {largest:g} CPUs on one node)"
@@ -114,23 +111,6 @@ def check_resources(num_workers: int, cpus_per_worker: float, use_gpu: bool, wha
 IDENTITY_KEYS = ("model", "data.channels", "data.image_size")
 
 
-def _get(d: dict, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-def _flat(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flat(v, f"{prefix}.{k}"))
-        return out
-    return {prefix: value}
-
-
 def identity(cfg_dict: dict[str, Any], catalog: dict[str, Any] | None = None, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The flat ``{key: value}`` that says which model and data a checkpoint belongs to.
 
@@ -139,11 +119,11 @@ def identity(cfg_dict: dict[str, Any], catalog: dict[str, Any] | None = None, sk
     directory copied to another machine (another ``data.root``) still resumes. ``skip``: model keys that
     hold file paths (e.g. MetaBaseline's ``pretrained_backbone``), which differ between machines.
     """
-    out: dict[str, Any] = {}
-    for key in IDENTITY_KEYS:
-        out.update(_flat(_get(cfg_dict, key), key))
-    for key in skip:
-        out.pop(f"model.{key}", None)
+    from fewray.platform.config import flatten
+
+    skipped = {f"model.{key}" for key in skip}
+    out = {k: v for k, v in flatten(cfg_dict).items()
+           if k not in skipped and any(k == key or k.startswith(key + ".") for key in IDENTITY_KEYS)}
     if catalog:
         out["catalog.dataset"] = catalog.get("dataset")
         for split, counts in sorted((catalog.get("splits") or {}).items()):
@@ -193,8 +173,11 @@ def check_checkpoint_model(state: dict[str, Any], model_cfg: dict[str, Any], lab
     stored = state.get("config") if isinstance(state, dict) else None
     if not isinstance(stored, dict) or not isinstance(stored.get("model"), dict):
         return
+    from fewray.platform.config import flatten
+
+    stored_model, model = flatten(stored["model"]), flatten(model_cfg)
     for key in MODEL_KEYS:
-        was, now = _get(stored["model"], key), _get(model_cfg, key)
+        was, now = stored_model.get(key), model.get(key)
         if was is not None and now is not None and was != now:
             raise CheckpointError(f"checkpoint {label} was trained as model.{key} {was!r}; the config says {now!r} "
                                   f"(use the config it was trained with)")

@@ -54,12 +54,14 @@ from fewray.algorithms.retrievers import (
 )
 from fewray.core.registry import format_validation_error, validate_kwargs
 from fewray.evaluation.retrieval import DEFAULT_TOPK, RetrievalMetrics
-from fewray.platform.config import MAX_SEED, DataConfig, TrackingConfig, apply_overrides, read_yaml_config
+from fewray.platform.config import (MAX_SEED, DataConfig, TrackingConfig, apply_overrides, check_backbone_channels,
+                                    read_yaml_config)
 from fewray.platform.data.catalog import load_split, read_catalog_info, read_columns, read_labels
+from fewray.platform.data.sources._common import IMAGE_EXTENSIONS
 from fewray.platform.errors import CheckpointError, ConfigError, DataError
 from fewray.platform.features import channels_last, to_float
-from fewray.platform.metatest import _discard, chunks
-from fewray.platform.runtime import cluster_slots, init_ray, largest_node_cpus
+from fewray.platform.metatest import chunks
+from fewray.platform.runtime import cluster_slots, default_workers, discard, init_ray, largest_node_cpus
 
 #: query rows ranked per similarity computation (block boundaries are multiples of it for any sharding)
 RANK_BLOCK = 256
@@ -194,25 +196,12 @@ class RetrievalConfig(_Strict):
             check_topk(m.topk, 1 << 62)
         except ConfigError as exc:
             raise ConfigError(f"config key 'model.topk': {exc}") from None
-        _check_channels(enc, self.data.channels, "model.image_encoder")
+        check_backbone_channels(enc, self.data.channels, "model.image_encoder", "the encoder")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain Python types."""
         return self.model_dump(mode="json")
-
-
-def _check_channels(encoder_cfg: dict[str, Any], channels: int, where: str) -> None:
-    import inspect
-
-    params = inspect.signature(BACKBONES.get(encoder_cfg["type"])).parameters
-    if "in_channels" in params:
-        given = "in_channels" in encoder_cfg
-        c_in = encoder_cfg["in_channels"] if given else params["in_channels"].default
-        if c_in != channels:
-            key = f"{where}.in_channels" if given else f"{where} ({encoder_cfg['type']}'s default in_channels)"
-            raise ConfigError(f"data.channels={channels} does not fit the encoder: {key} is {c_in}; "
-                              f"set both to the catalog's channels")
 
 
 def retrieval_config_from_dict(raw: dict[str, Any]) -> RetrievalConfig:
@@ -287,9 +276,6 @@ def retrieval_config_from_checkpoint(checkpoint: str | Path, overrides: list[str
 
 
 # --- gallery and queries -----------------------------------------------------------------------------------
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
 
 @dataclass
 class ImageSet:
@@ -470,12 +456,6 @@ def _task_options(num_workers: int, cpus_each: bool = True) -> tuple[dict, int]:
     return {"num_cpus": threads}, threads
 
 
-def default_workers() -> int:
-    """Ray tasks of a fan-out by default: one per GPU, else one per CPU slot of the cluster."""
-    gpus, cpus = cluster_slots()
-    return max(1, gpus or cpus)
-
-
 def extract_features(encoder: nn.Module, images: ImageSet, batch_size: int, channels: int,
                      num_workers: int | None = None) -> torch.Tensor:
     """Features ``(N, D)`` of an image set, extracted by Ray tasks over shards of whole batches (see
@@ -500,7 +480,7 @@ def extract_features(encoder: nn.Module, images: ImageSet, batch_size: int, chan
     try:
         parts = ray.get(refs)
     except BaseException:
-        _discard(refs)
+        discard(refs)
         raise
     return torch.from_numpy(np.concatenate(parts))
 
@@ -575,7 +555,7 @@ def rank_queries(gallery: torch.Tensor, queries: torch.Tensor | None, similarity
     try:
         parts = sorted(ray.get(refs), key=lambda p: p[0])
     except BaseException:
-        _discard(refs)
+        discard(refs)
         raise
     metrics = None
     if labelled:

@@ -219,3 +219,25 @@ def cluster_slots() -> tuple[int, int]:
 def largest_node_cpus() -> int:
     """CPUs of the biggest alive node: the most one task can use on a single machine."""
     return max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1)
+
+
+def default_workers() -> int:
+    """Ray tasks of an evaluation fan-out by default: one per GPU of the cluster, else one per CPU slot."""
+    gpus, cpus = cluster_slots()
+    return max(1, gpus or cpus)
+
+
+def discard(refs, timeout: float = 10.0) -> None:
+    """Collect the results of Ray tasks we no longer wait for, so Ray does not log their errors as unhandled.
+
+    They fail fast when they depend on the same failed input; whatever is still running after ``timeout``
+    seconds in all is left to Ray's shutdown. (``ray.cancel`` on them crashed Ray's core worker.)
+    """
+    refs = list(refs)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    for ref in refs:
+        try:
+            ray.get(ref, timeout=0)
+        except Exception:  # noqa: BLE001 - failed the same way as the error being raised, or still running
+            pass

@@ -69,8 +69,6 @@ def setup_tracking(uri: str | None, experiment: str) -> str:
     try:
         mlflow.set_tracking_uri(uri)
         _select_experiment(uri, experiment)
-    except TrackingError:
-        raise
     except Exception as exc:  # noqa: BLE001 - an unknown scheme, a database that cannot be opened, ...
         first = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise TrackingError(f"MLflow tracking URI {uri!r} cannot be used ({first}); give a sqlite:///PATH.db, "

@@ -36,7 +36,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from fewray.algorithms import build_classifier
-from fewray.algorithms.builder import SELFSUP, CLASSIFIERS, model_class
+from fewray.algorithms.builder import init_file_args
 from fewray.platform.base_classes import resolve_base_classes
 from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
@@ -45,7 +45,7 @@ from fewray.platform.data.catalog import load_split, read_catalog_info, read_lab
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.platform.errors import CheckpointError, Interrupted
 from fewray.platform.features import channels_last, extract_features
-from fewray.evaluation.fewshot_accuracy import aggregate
+from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
 from fewray.platform.metatest import evaluate_tasks
 from fewray.platform.preflight import (check_image_size, check_resources, check_same_identity, fingerprint,
                                        identity)
@@ -86,8 +86,8 @@ class MetaValidator:
             inputs = torch.from_numpy(self.images)
         accs = evaluate_tasks(model, inputs, self.labels, v.ways, v.shots, v.queries, v.seed, range(v.num_tasks), v.split)
         model.train()
-        mean, std, ci95 = aggregate(accs)
-        return {"accuracy_mean": mean, "accuracy_std": std, "ci95": ci95}
+        metrics = FewShotAccuracy().compute(accs)  # one shard: the evaluator of the meta-test fan-out
+        return {k: metrics[k] for k in ("accuracy_mean", "accuracy_std", "ci95")}
 
 
 def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> tuple[torch.optim.Optimizer, Any]:
@@ -174,7 +174,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         step = int(state["step"])
     elif hasattr(model, "before_train"):  # a training-start hook (e.g. ArcFace's adaptive margins from class counts)
         labels = read_labels(cfg.data.root, "train")
-        model.before_train(class_counts=np.bincount(labels, minlength=int(labels.max()) + 1 if len(labels) else 0))
+        model.before_train(class_counts=np.bincount(labels))
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
 
@@ -326,7 +326,7 @@ def check_training_data(cfg: ExperimentConfig) -> None:
     from fewray.platform.checkpoint import resolve_checkpoint
 
     extra = cfg.model.model_dump()
-    for key in getattr(model_class(cfg.model.type), "init_file_args", ()):
+    for key in init_file_args(cfg.model.type):
         if extra.get(key):
             try:
                 resolve_checkpoint(extra[key])
@@ -341,8 +341,7 @@ def training_identity(cfg: ExperimentConfig, cfg_dict: dict[str, Any]) -> dict[s
     """The model-and-data identity of a training run (:func:`fewray.platform.preflight.identity`), with the
     catalog's ``catalog.json`` when it is a local one."""
     catalog = read_catalog_info(cfg.data.root) if "://" not in cfg.data.root else {}
-    skip = tuple(getattr(model_class(cfg.model.type), "init_file_args", ()))
-    return identity(cfg_dict, catalog, skip)
+    return identity(cfg_dict, catalog, init_file_args(cfg.model.type))
 
 
 def check_resume(latest: Path, ident: dict[str, Any], output_dir: Path) -> None:
@@ -356,9 +355,7 @@ def check_resume(latest: Path, ident: dict[str, Any], output_dir: Path) -> None:
     stored = state.get("identity") or {}
     config = state.get("config")
     if not stored and isinstance(config, dict):  # checkpoints written before identities were stored
-        kind = (config.get("model") or {}).get("type")
-        skip = tuple(getattr(model_class(kind), "init_file_args", ())) if kind in CLASSIFIERS or kind in SELFSUP else ()
-        stored = identity(config, None, skip)
+        stored = identity(config, None, init_file_args((config.get("model") or {}).get("type")))
     check_same_identity(stored, ident, f"--output-dir {output_dir}",
                         "choose a new --output-dir; the same one resumes only the same model on the same data")
 
@@ -508,7 +505,7 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
                  extra_loop_cfg={"identity": ident})
         replay_spool(uri, output_dir / SPOOL_FILE)  # metrics a worker could not send before it finished
         _, reached = latest_checkpoint(output_dir)
-        if reached < tc.num_steps:  # Ray Train aborts gracefully on SIGINT (and fewray's SIGTERM) and returns
+        if reached < tc.num_steps:  # a safeguard: fit returned before the last step (Ray Train's controller aborted)
             raise Interrupted(f"training stopped at step {reached} of {tc.num_steps}; re-run to resume")
         seconds = time.perf_counter() - t0
         best_dir, best = best_checkpoint(output_dir, cfg.val.metric, cfg.val.mode)

@@ -21,7 +21,7 @@ Example::
     ['batches', 'episodes', 'multiview']
 """
 
-from fewray.tasks.base import TASKS, TrainingTask, task_for
+from fewray.tasks.base import TASKS, TrainingTask, task_for, task_for_class
 from fewray.tasks import fewshot, selfsup  # noqa: F401,E402  (registers the tasks)
 
-__all__ = ["TASKS", "TrainingTask", "task_for"]
+__all__ = ["TASKS", "TrainingTask", "task_for", "task_for_class"]

@@ -54,14 +54,23 @@ class TrainingTask:
         return model
 
 
-def task_for(cfg: "ExperimentConfig") -> TrainingTask:
-    """The training task of ``cfg.model``: its class's ``train_task`` attribute (default ``episodes``).
+def task_for_class(cls: type) -> TrainingTask:
+    """The training task of a model class: its ``train_task`` attribute, else ``batches`` for a class that trains on
+    plain batches (``train_on_batches``), else ``episodes``.
 
     Raises:
         ConfigError: the class names a task that is not registered.
     """
-    from fewray.algorithms.builder import model_class
-
-    cls = model_class(cfg.model.type)
     name = getattr(cls, "train_task", None) or ("batches" if getattr(cls, "train_on_batches", False) else "episodes")
     return TASKS.get(name)()
+
+
+def task_for(cfg: "ExperimentConfig") -> TrainingTask:
+    """The training task of ``cfg.model`` (:func:`task_for_class` of its class).
+
+    Raises:
+        ConfigError: an unknown model type, or a task that is not registered.
+    """
+    from fewray.algorithms.builder import model_class
+
+    return task_for_class(model_class(cfg.model.type))

@@ -27,6 +27,7 @@ from torch import nn
 from fewray.algorithms.backbones.pretrained import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Freezable,
     ImageNetInput,
     check_out_indices,
     freeze,
@@ -149,7 +150,7 @@ def wheel_weights_path() -> Path:
 
 
 @BACKBONES.register
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(Freezable, nn.Module):
     """EfficientNet-Lite0 (Tan and Le, ICML 2019, https://arxiv.org/abs/1905.11946; TensorFlow's Lite variant)
     with ImageNet weights, as a feature extractor.
 
@@ -276,13 +277,6 @@ class EfficientNetLite0(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-
-    def train(self, mode: bool = True) -> "EfficientNetLite0":
-        """As ``nn.Module.train``; a frozen backbone stays in eval mode (fixed batch-norm statistics)."""
-        super().train(mode)
-        if self.frozen:
-            freeze(self)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | OrderedDict[str, torch.Tensor]:
         """Pooled features ``(N, 1280)``, or the maps of ``out_indices`` (see the class docstring)."""

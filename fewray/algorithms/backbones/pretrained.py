@@ -123,6 +123,20 @@ def freeze(module: nn.Module) -> None:
         m.training = False
 
 
+class Freezable:
+    """Mixin of a backbone (an ``nn.Module``) that may be ``frozen``: :func:`freeze` it once built, and ``train()``
+    keeps it in eval mode (fixed batch-norm statistics) while the rest of a model trains."""
+
+    frozen: bool = False
+
+    def train(self, mode: bool = True):
+        """As ``nn.Module.train``; a frozen backbone stays in eval mode."""
+        super().train(mode)
+        if self.frozen:
+            freeze(self)
+        return self
+
+
 def load_pretrained(module: nn.Module, path: str | Path, owner: str, ignore_prefixes: tuple[str, ...] = ()) -> None:
     """Load the bare state dict in ``path`` into ``module``; the keys must match exactly.
 
@@ -138,16 +152,13 @@ def load_pretrained(module: nn.Module, path: str | Path, owner: str, ignore_pref
             not fit: one line naming the first mismatched key (``'conv1.weight' is missing from the checkpoint
             (320 keys missing)``, ``'x' has shape (64,) in the checkpoint, (32,) in the model``).
     """
-    from fewray.algorithms.utils.weights import load_weights, state_dict_mismatch
+    from fewray.algorithms.utils.weights import load_state_checked, load_weights
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise CheckpointError(f"{owner} weights file not found: {p}")
     state = load_weights(p)
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise CheckpointError(f"{owner} weights file {p} is not a state dict (it holds a {type(state).__name__})")
-    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
-    problem = state_dict_mismatch(module.state_dict(), state)
-    if problem:
-        raise CheckpointError(f"weights file {p} does not fit {owner}: {problem}")
-    module.load_state_dict(state)
+    if isinstance(state, dict):
+        state = {k: v for k, v in state.items() if not (isinstance(k, str) and k.startswith(ignore_prefixes))}
+    load_state_checked(module, state, f"weights file {p} does not fit {owner}",
+                       f"{owner} weights file {p} is not a state dict (it holds a {{type}})")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewray.algorithms.backbones.pretrained import ImageNetInput, check_out_indices, freeze, load_pretrained
+from fewray.algorithms.backbones.pretrained import Freezable, ImageNetInput, check_out_indices, freeze, load_pretrained
 from fewray.algorithms.builder import BACKBONES
 from fewray.core.errors import CheckpointError, ConfigError
 
@@ -52,7 +52,7 @@ def hub_weights_file(arch: str, weights: str = "DEFAULT") -> tuple[Path, str, st
 
 
 @BACKBONES.register
-class TorchvisionResNet(nn.Module):
+class TorchvisionResNet(Freezable, nn.Module):
     """A torchvision ResNet / ResNeXt / Wide ResNet (He et al., CVPR 2016, https://arxiv.org/abs/1512.03385)
     with ImageNet weights from a local file, as a feature extractor.
 
@@ -151,13 +151,6 @@ class TorchvisionResNet(nn.Module):
         self.frozen = frozen
         if frozen:
             freeze(self)
-
-    def train(self, mode: bool = True) -> "TorchvisionResNet":
-        """As ``nn.Module.train``; a frozen backbone stays in eval mode (fixed batch-norm statistics)."""
-        super().train(mode)
-        if self.frozen:
-            freeze(self)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | OrderedDict[str, torch.Tensor]:
         """Pooled features ``(N, out_channels)``, or the maps of ``out_indices`` (see the class docstring)."""

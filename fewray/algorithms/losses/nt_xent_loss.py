@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from fewray.algorithms.builder import LOSSES
-from fewray.algorithms.losses.utils import WeightedLoss, check_reduction, weight_reduce_loss
+from fewray.algorithms.losses.utils import WeightedLoss, check_reduction
 from fewray.core.errors import ConfigError
 
 
@@ -91,7 +91,7 @@ class NTXentLoss(WeightedLoss):
         avg_factor: float | None = None,
         reduction_override: str | None = None,
     ) -> torch.Tensor:
-        """The NT-Xent loss of views ``z1``, ``z2`` ``(B, D)`` (see the class docstring)."""
-        reduction = check_reduction(reduction_override or self.reduction)
+        """The NT-Xent loss of views ``z1``, ``z2`` ``(B, D)`` (see the class docstring): the weighted, reduced
+        cross-entropy of :meth:`logits` (:class:`~fewray.algorithms.losses.utils.WeightedLoss`)."""
         s, target = self.logits(z1, z2)
-        return self.loss_weight * weight_reduce_loss(self.elementwise(s, target), weight, reduction, avg_factor)
+        return super().forward(s, target, weight, avg_factor, reduction_override)

@@ -25,8 +25,6 @@ lower index first), so a ranking never depends on how the queries were batched o
 
 from __future__ import annotations
 
-import pickle
-import re
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fewray.algorithms.utils.weights import torch_load_checked
 from fewray.core.errors import ConfigError, DataError
 from fewray.core.registry import Registry
 
@@ -113,20 +112,7 @@ def load_prototype_file(path: str | Path) -> torch.Tensor:
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"prototype file not found: {path}" if not p.exists() else f"prototype path {path} is not a file")
-    if p.stat().st_size == 0:
-        raise DataError(f"cannot read prototype file {path}: the file is empty (0 bytes)")
-    try:
-        vecs = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc)) or re.search(r"Unsupported global: ([\w.]+)", str(exc))
-        if found:  # weights_only refused a global: the file holds objects, i.e. code
-            raise DataError(f"prototype file {path} holds Python objects ({found.group(1)}), not only tensors: "
-                            f"loading it could run code, so it was not loaded (write it with dump_prototype)") from None
-        detail = " ".join(str(exc).split("WeightsUnpickler error:")[-1].split())[:120]  # not a torch file at all
-        raise DataError(f"cannot read prototype file {path}: not a file torch.save wrote ({detail})") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... for damaged files
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise DataError(f"cannot read prototype file {path}: {detail}") from None
+    vecs = torch_load_checked(p, "prototype file", DataError, hint="write it with dump_prototype")
     return check_prototype(vecs, f"prototype file {path}")
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fewray.algorithms.builder import BACKBONES, HEADS, LOSSES, NECKS
-from fewray.core.errors import CheckpointError, ConfigError
+from fewray.core.errors import ConfigError
 
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
@@ -242,16 +242,11 @@ class BaseSelfSupervisor(nn.Module, metaclass=ABCMeta):
             CheckpointError: missing, unreadable, Python objects, not a state dict, or keys/shapes that differ
                 (naming the file and the first mismatched key).
         """
-        from fewray.algorithms.utils.weights import load_weights, resolve_checkpoint, state_dict_mismatch
+        from fewray.algorithms.utils.weights import load_state_checked, load_weights, resolve_checkpoint
 
         p = resolve_checkpoint(Path(path).expanduser())
         state = load_weights(p)
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]  # a fewray checkpoint
-        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-            raise CheckpointError(f"pretrained weights {p} are not a state dict (the file holds a "
-                                  f"{type(state).__name__})")
-        problem = state_dict_mismatch(self.state_dict(), state)
-        if problem:
-            raise CheckpointError(f"pretrained weights {p} do not fit {type(self).__name__}: {problem}")
-        self.load_state_dict(state)
+        load_state_checked(self, state, f"pretrained weights {p} do not fit {type(self).__name__}",
+                           f"pretrained weights {p} are not a state dict (the file holds a {{type}})")

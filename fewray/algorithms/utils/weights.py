@@ -50,28 +50,63 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
+def torch_load_checked(path: Path, what: str, error: type[Exception] = CheckpointError,
+                       hint: str = "save the state dict, torch.save(model.state_dict())",
+                       map_location: str = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors that name ``what`` and the file.
+
+    Args:
+        path: an existing file; what: how messages name it (``checkpoint``, ``prototype file``);
+        error: the exception class raised; hint: how to write a loadable file, for the Python-objects message;
+        map_location: where the tensors go (``torch.load``'s).
+
+    Raises:
+        error: ``cannot read <what> PATH: the file is empty (0 bytes)`` / ``...: <torch's reason>`` for a damaged
+            or foreign file, or ``<what> PATH holds Python objects (X), not only tensors: loading it could run
+            code, so it was not loaded (<hint>)``.
+    """
+    if path.stat().st_size == 0:
+        raise error(f"cannot read {what} {path}: the file is empty (0 bytes)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for such files
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+        if found:  # weights_only refused a global: the file holds objects, i.e. code
+            raise error(f"{what} {path} holds Python objects ({found.group(1)}), not only tensors: loading it could "
+                        f"run code, so it was not loaded ({hint})") from None
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise error(f"cannot read {what} {path}: {detail}") from None
+
+
 def load_weights(path: str | Path, map_location: str = "cpu") -> Any:
     """``torch.load(..., weights_only=True)`` of the file behind ``path`` (see :func:`resolve_checkpoint`),
     whatever it holds (a fewray checkpoint or a bare state dict).
 
     Raises:
-        CheckpointError: missing, truncated, or a pickle that is not plain tensors and containers.
+        CheckpointError: missing, empty, truncated, or a pickle that is not plain tensors and containers
+            (:func:`torch_load_checked`).
     """
-    p = resolve_checkpoint(path)
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"cannot read checkpoint {p}: the file is empty (0 bytes)")
-    try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:  # weights_only refused a global: the file holds objects, i.e. code
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc)) or re.search(r"Unsupported global: ([\w.]+)", str(exc))
-        if found is None:  # not a refused object: a file that is no pickle at all, or a damaged one
-            raise CheckpointError(f"cannot read checkpoint {p}: {' '.join(str(exc).split())[:200]}") from None
-        what = f" ({found.group(1)})"
-        raise CheckpointError(f"checkpoint {p} holds Python objects{what}, not only tensors: loading it could run "
-                              f"code, so it was not loaded (save the state dict, torch.save(model.state_dict()))") from None
-    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged files
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {p}: {detail}") from None
+    return torch_load_checked(resolve_checkpoint(path), "checkpoint", map_location=map_location)
+
+
+def load_state_checked(module: torch.nn.Module, state: Any, mismatch: str, not_a_state: str) -> None:
+    """Load ``state`` into ``module`` when it is a state dict whose keys and shapes are the module's exactly.
+
+    Args:
+        mismatch: the message's start when keys or shapes differ (``checkpoint PATH does not fit model ProtoNet``);
+            :func:`state_dict_mismatch`'s first difference follows it.
+        not_a_state: the message when ``state`` is not a dict of string keys (it may use ``{type}``, the type held).
+
+    Raises:
+        CheckpointError: ``<not_a_state>`` or ``<mismatch>: 'KEY' has shape (64,) in the checkpoint, (32,) in the
+            model`` (or the first missing / unexpected key).
+    """
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise CheckpointError(not_a_state.format(type=type(state).__name__))
+    problem = state_dict_mismatch(module.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{mismatch}: {problem}")
+    module.load_state_dict(state)
 
 
 def state_dict_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> str | None:

@@ -104,3 +104,45 @@ class EpisodicSampler:
             query_idx=chosen[:, k:].reshape(-1),
             query_label=np.repeat(episode_labels, q),
         )
+
+
+class EpochBatchSampler:
+    """Shuffled batches of ``num_items`` items defined by ``(seed, batch id)``: batch ``b`` holds positions
+    ``b*B .. b*B+B-1`` of an endless sequence of epochs, epoch ``e`` being the items in the order
+    ``default_rng([seed, e]).permutation(num_items)``. Every item is seen once per epoch, and batch ``b`` is the
+    same for any worker count or resume point (the pre-training and contrastive streams' sampler).
+
+    Args:
+        num_items (int): M, items to draw from (>= 1); batch_size (int): B (>= 1); seed (int): shuffling seed.
+
+    Raises:
+        ValueError: ``num_items`` or ``batch_size`` below 1.
+
+    Example::
+
+        >>> sampler = EpochBatchSampler(num_items=10, batch_size=4, seed=0)
+        >>> batches = [sampler.indices(b) for b in range(5)]   # 20 positions: two epochs
+        >>> sorted(np.concatenate(batches[:2]).tolist() + batches[2][:2].tolist()) == list(range(10))
+        True
+        >>> bool((EpochBatchSampler(10, 4, 0).indices(3) == batches[3]).all())   # any worker rebuilds it
+        True
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int) -> None:
+        if int(num_items) < 1 or int(batch_size) < 1:
+            raise ValueError(f"num_items and batch_size must be >= 1, got {num_items} and {batch_size}")
+        self.num_items, self.batch_size, self.seed = int(num_items), int(batch_size), int(seed)
+        self._perms: dict[int, np.ndarray] = {}
+
+    def indices(self, batch_id: int) -> np.ndarray:
+        """Item indices ``(B,)`` of batch ``batch_id``."""
+        m = self.num_items
+        pos = int(batch_id) * self.batch_size + np.arange(self.batch_size)
+        out = np.empty(self.batch_size, dtype=np.int64)
+        for epoch in (int(e) for e in np.unique(pos // m)):
+            if epoch not in self._perms:  # keep the previous epoch's order too: a batch may straddle two
+                self._perms = {k: v for k, v in self._perms.items() if k >= epoch - 1}
+                self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(m)
+            sel = pos // m == epoch
+            out[sel] = self._perms[epoch][pos[sel] % m]
+        return out

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from fewray.platform.data.episodes import EpochBatchSampler
 from fewray.platform.errors import DataError
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class MultiViewBuilder:
                  jitter_strength: float = 1.0) -> None:
         from fewray.platform.data.catalog import load_split, read_labels
 
-        if len(read_labels(root, split)) == 0:
+        if len(read_labels(root, split)) == 0:  # before decoding (an empty split has nothing to stack)
             raise DataError(f"the {split} split of {root} has no images")
         images = load_split(root, split, channels).images
         self._setup(images, batch_size, seed, image_size, crop_scale, jitter_strength)
@@ -134,20 +135,12 @@ class MultiViewBuilder:
         self.batch_size, self.seed = int(batch_size), int(seed)
         size = tuple(images.shape[2:]) if image_size is None else int(image_size)
         self.transform = simclr_transform(size, images.shape[1], crop_scale, jitter_strength)
-        self._perms: dict[int, np.ndarray] = {}
+        self.sampler = EpochBatchSampler(len(images), self.batch_size, self.seed)
 
     def indices(self, batch_id: int) -> np.ndarray:
-        """Image indices ``(B,)`` of batch ``batch_id`` (the same as BatchBuilder's)."""
-        m = len(self.images)
-        pos = int(batch_id) * self.batch_size + np.arange(self.batch_size)
-        out = np.empty(self.batch_size, dtype=np.int64)
-        for epoch in np.unique(pos // m):
-            if int(epoch) not in self._perms:
-                self._perms = {k: v for k, v in self._perms.items() if k >= epoch - 1}
-                self._perms[int(epoch)] = np.random.default_rng([self.seed, int(epoch)]).permutation(m)
-            sel = pos // m == epoch
-            out[sel] = self._perms[int(epoch)][pos[sel] % m]
-        return out
+        """Image indices ``(B,)`` of batch ``batch_id``: BatchBuilder's batch, the same
+        :class:`~fewray.platform.data.episodes.EpochBatchSampler`."""
+        return self.sampler.indices(batch_id)
 
     def views(self, batch_id: int) -> tuple[np.ndarray, np.ndarray]:
         """``(view1, view2)``, each ``(B, C, S, S)`` uint8, of batch ``batch_id``."""

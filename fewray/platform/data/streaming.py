@@ -24,7 +24,7 @@ import numpy as np
 import ray
 
 from fewray.platform.data.catalog import load_split
-from fewray.platform.data.episodes import EpisodicSampler
+from fewray.platform.data.episodes import EpochBatchSampler, EpisodicSampler
 from fewray.platform.data.transforms import Augmenter
 
 
@@ -101,20 +101,11 @@ class BatchBuilder:
         self.images, self.labels = data.images, data.labels
         self.batch_size, self.seed = batch_size, seed
         self.augment = Augmenter(augment, image_size, seed)
-        self._perms: dict[int, np.ndarray] = {}
+        self.sampler = EpochBatchSampler(len(self.labels), batch_size, seed)
 
     def indices(self, batch_id: int) -> np.ndarray:
-        """Dataset indices ``(B,)`` of batch ``batch_id``."""
-        m = len(self.labels)
-        pos = batch_id * self.batch_size + np.arange(self.batch_size)
-        out = np.empty(self.batch_size, dtype=np.int64)
-        for epoch in np.unique(pos // m):
-            if epoch not in self._perms:
-                self._perms = {k: v for k, v in self._perms.items() if k >= epoch - 1}
-                self._perms[int(epoch)] = np.random.default_rng([self.seed, int(epoch)]).permutation(m)
-            sel = pos // m == epoch
-            out[sel] = self._perms[int(epoch)][pos[sel] % m]
-        return out
+        """Dataset indices ``(B,)`` of batch ``batch_id`` (:class:`~fewray.platform.data.episodes.EpochBatchSampler`)."""
+        return self.sampler.indices(batch_id)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Build the labelled batches of ``batch['id']``."""

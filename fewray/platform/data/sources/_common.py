@@ -203,6 +203,20 @@ def check_split_classes(splits: dict[str, Sequence[str]], known: Iterable[str], 
         raise DataError(f"{listing} lists no classes")
 
 
+def check_image_options(image_size: int, resize_mode: str, image_format: str) -> None:
+    """The stored images' options, checked before any image is read.
+
+    Raises:
+        DataError: ``image_size`` below 8 pixels, an unknown ``resize_mode`` or ``image_format``.
+    """
+    if image_size < 8:
+        raise DataError(f"image size {image_size} is too small (at least 8 pixels)")
+    if resize_mode not in RESIZE_MODES:
+        raise DataError(f"unknown resize mode '{resize_mode}' (choose from {', '.join(RESIZE_MODES)})")
+    if image_format not in IMAGE_FORMATS:
+        raise DataError(f"unknown image format '{image_format}' (choose from {', '.join(IMAGE_FORMATS)})")
+
+
 def write_class_catalog(
     out: str | Path,
     info: dict[str, Any],
@@ -234,12 +248,7 @@ def write_class_catalog(
             an empty class (naming it), no split with classes, or whatever ``load`` raises. Nothing is written to
             ``out`` then.
     """
-    if image_size < 8:
-        raise DataError(f"image size {image_size} is too small (at least 8 pixels)")
-    if resize_mode not in RESIZE_MODES:
-        raise DataError(f"unknown resize mode '{resize_mode}' (choose from {', '.join(RESIZE_MODES)})")
-    if image_format not in IMAGE_FORMATS:
-        raise DataError(f"unknown image format '{image_format}' (choose from {', '.join(IMAGE_FORMATS)})")
+    check_image_options(image_size, resize_mode, image_format)
     splits = {split: classes for split, classes in splits.items() if classes}  # splits without classes: not written
     if not splits:
         raise DataError("no split has any class: nothing to write")

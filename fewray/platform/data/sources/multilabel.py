@@ -65,8 +65,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fewray.platform.data.sources._common import (
-    IMAGE_FORMATS,
-    RESIZE_MODES,
+    check_image_options,
     check_output_dir,
     encode_image,
     open_image,
@@ -380,12 +379,7 @@ def prepare_multilabel(
     """
     source = require_dir(Path(source).expanduser(), "multi-label source directory")
     check_output_dir(out, (source,))
-    if image_size < 8:
-        raise DataError(f"image size {image_size} is too small (at least 8 pixels)")
-    if resize_mode not in RESIZE_MODES:
-        raise DataError(f"unknown resize mode '{resize_mode}' (choose from {', '.join(RESIZE_MODES)})")
-    if image_format not in IMAGE_FORMATS:
-        raise DataError(f"unknown image format '{image_format}' (choose from {', '.join(IMAGE_FORMATS)})")
+    check_image_options(image_size, resize_mode, image_format)
     fmt, files, root = find_annotations(source, splits)
     info: dict[str, Any] = {"dataset": dataset or source.name, "task": "multi_label", "format": fmt}
     if fmt == "coco":
