@@ -210,6 +210,7 @@ def test_resume_from_a_copied_dir_with_another_tracking_store(trained, omniglot_
     assert f"MLflow run {old_run} of {out} is not in the tracking store" in proc.stderr
     result = json.loads((out / "train_result.json").read_text())
     assert result["mlflow_run_id"] != old_run and result["tracking_uri"] == f"sqlite:///{cwd / 'mlflow.db'}"
+    assert result["train_seconds"] >= trained["train_seconds"] > 0  # the re-run keeps the training time it took
     from mlflow.tracking import MlflowClient
 
     run = MlflowClient(result["tracking_uri"]).get_run(result["mlflow_run_id"])

@@ -451,6 +451,14 @@ def prepare_metatrain(cfg: ExperimentConfig, output_dir: Path):
     return cfg, cfg_dict, ident, latest, start_step
 
 
+def _earlier_train_seconds(output_dir: Path) -> float:
+    """``train_seconds`` of the output directory's ``train_result.json`` (a finished run), else 0."""
+    try:
+        return float(json.loads((output_dir / "train_result.json").read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
 def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
     """Meta-train ``cfg`` with Ray Train; resume if ``output_dir`` holds checkpoints of an earlier run.
 
@@ -462,7 +470,8 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
     Returns:
         The content of ``train_result.json``: ``best_checkpoint`` (path of ``checkpoint.pt``),
         ``best_step``, ``best_val_accuracy_mean``, ``best_val_ci95``, ``latest_checkpoint``,
-        ``num_steps``, ``train_seconds``, ``mlflow_run_id``, ``tracking_uri``.
+        ``num_steps``, ``train_seconds`` (all the training time of the output directory's finished runs: a re-run
+        of a finished run adds its own seconds to the earlier ones), ``mlflow_run_id``, ``tracking_uri``.
 
     Raises:
         DataError, ConfigError, CheckpointError (another model's checkpoints in ``output_dir``), OutputPathError,
@@ -489,6 +498,8 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
         log.warning("MLflow run %s of %s is not in the tracking store %s: resuming into a new run that names it",
                     old_run_id, output_dir, uri)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # a finished run that is re-run (or extended to more steps) keeps the training time it already took
+    earlier_seconds = _earlier_train_seconds(output_dir) if latest else 0.0
     t0 = time.perf_counter()
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else cfg.name) as run:
         id_file.write_text(run.info.run_id)
@@ -507,7 +518,7 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
         _, reached = latest_checkpoint(output_dir)
         if reached < tc.num_steps:  # a safeguard: fit returned before the last step (Ray Train's controller aborted)
             raise Interrupted(f"training stopped at step {reached} of {tc.num_steps}; re-run to resume")
-        seconds = time.perf_counter() - t0
+        seconds = earlier_seconds + time.perf_counter() - t0
         best_dir, best = best_checkpoint(output_dir, cfg.val.metric, cfg.val.mode)
         newest_dir, _ = latest_checkpoint(output_dir)
         mlflow.log_metrics(
