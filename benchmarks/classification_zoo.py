@@ -58,7 +58,26 @@ ZOO: list[tuple[str, str, tuple[float, float] | None]] = [
     *((f"{d}_conv4_caltech101", m, None) for d, m, _ in METHODS),
     ("proto_net_resnet12_caltech101_32", "ProtoNet", None),
     ("proto_net_wrn28x10_caltech101_32", "ProtoNet", None),
+    # mmpretrain's ArcFaceClsHead as the pre-training head (beside Baseline++ above, at its budget): plain,
+    # 3 sub-centers, and (Caltech-101 only: every Omniglot class has 20 images, so count-power margins would all
+    # be margin_max, i.e. plain ArcFace) 3 sub-centers with adaptive margins
+    ("arcface_conv4_omniglot", "ArcFace", None),
+    ("arcface_conv4_omniglot_subcenter3", "ArcFace", None),
+    ("arcface_conv4_caltech101", "ArcFace", None),
+    ("arcface_conv4_caltech101_subcenter3", "ArcFace", None),
+    ("arcface_conv4_caltech101_subcenter3_adaptive", "ArcFace", None),
+    # Meta-Baseline started from the SimCLR backbone (configs/selfsup/simclr/, labels unused) instead of Baseline's
+    ("meta_baseline_conv4_caltech101_simclr", "MetaBaseline", None),
 ]
+#: zoo name -> (config, run name) of a pre-training a row starts from, trained first (its time counts in the row)
+PRETRAIN = {
+    "meta_baseline_conv4_caltech101": ("configs/classification/baseline/conv4_caltech101.yaml", "baseline_conv4_caltech101"),
+    "meta_baseline_conv4_omniglot": ("configs/classification/baseline/conv4_omniglot.yaml", "baseline_conv4_omniglot"),
+    "meta_baseline_conv4_caltech101_simclr": ("configs/selfsup/simclr/conv4_caltech101.yaml", "simclr_conv4_caltech101"),
+}
+#: how a row's variant (the config name's part after the dataset) reads in the method column
+VARIANTS = {"subcenter3": "3 sub-centers", "subcenter3_adaptive": "3 sub-centers, adaptive margins",
+            "simclr": "from SimCLR"}
 #: rows meta-tested on fewer tasks than ``--num-tasks`` because each task is expensive on CPU. MAML adapts the
 #: whole network per task: at 28x28 on Omniglot 2000 1-shot tasks took 377 s here
 #: (``results/zoo/maml_conv4_omniglot.json``), and 84x84 images are 9x the pixels. RelationNet runs its relation
@@ -82,6 +101,15 @@ def split_name(name: str) -> tuple[str, str, str]:
     raise FewrayError(f"zoo name {name} has no known backbone ({', '.join(BACKBONES)})")
 
 
+def dataset_and_variant(dataset: str) -> tuple[str, str]:
+    """``(DATASETS key, variant)`` of a zoo name's dataset part: ``caltech101_subcenter3`` ->
+    ``("caltech101", "subcenter3")``, ``caltech101_32`` -> ``("caltech101_32", "")``."""
+    for key in sorted(DATASETS, key=len, reverse=True):
+        if dataset == key or dataset.startswith(key + "_"):
+            return key, dataset[len(key) + 1:]
+    raise FewrayError(f"zoo dataset {dataset} is none of {', '.join(DATASETS)}")
+
+
 def config_path(name: str) -> Path:
     """``configs/classification/<method>/<backbone>_<dataset>.yaml`` of a zoo name."""
     method, backbone, dataset = split_name(name)
@@ -100,8 +128,8 @@ def _run(cmd: list[str], log: Path) -> None:
         raise FewrayError(f"{' '.join(cmd[:3])} failed (exit {rc}): {' | '.join(tail)}")
 
 
-def _finished_training(name: str, run_dir: Path) -> dict | None:
-    """The run's ``train_result.json`` if it finished with the current config, else None."""
+def _finished_training(config: Path, run_dir: Path) -> dict | None:
+    """The run's ``train_result.json`` if it finished with the current ``config``, else None."""
     import torch
 
     from fewray.platform.config import config_from_dict, load_config
@@ -111,32 +139,46 @@ def _finished_training(name: str, run_dir: Path) -> dict | None:
     if not result_file.is_file():
         return None
     result = json.loads(result_file.read_text())
-    want = resolve_base_classes(load_config(config_path(name))).to_dict()
-    have = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=True).get("config")
+    want = resolve_base_classes(load_config(config)).to_dict()
+    have = torch.load(ROOT / result["best_checkpoint"], map_location="cpu", weights_only=True).get("config")
     # validated again, so that keys added to the config schema later compare at their defaults
     return result if have is not None and config_from_dict(have).to_dict() == want else None
 
 
-def run_one(name: str, num_tasks: int, runs: Path, retrain: bool) -> dict:
-    """Train (unless a finished run of the same config exists) and meta-test one zoo config."""
-    run_dir = runs / name
-    log = runs / f"{name}.log"
-    cfg_file = str(config_path(name).relative_to(ROOT))
-    train = None if retrain else _finished_training(name, run_dir)
-    if train is None:
+def train(config: Path, run_dir: Path, log: Path, retrain: bool) -> dict:
+    """``pipelines/metatrain.py`` of ``config`` into ``run_dir`` unless a finished run of the same config is there
+    (``retrain``: always); its ``train_result.json``."""
+    result = None if retrain else _finished_training(config, run_dir)
+    if result is None:
         if run_dir.exists():
             import shutil
 
             shutil.rmtree(run_dir)
-        _run([sys.executable, "pipelines/metatrain.py", "--config", cfg_file, "--output-dir", str(run_dir)], log)
-        train = json.loads((run_dir / "train_result.json").read_text())
+        _run([sys.executable, "pipelines/metatrain.py", "--config", str(config.relative_to(ROOT)),
+              "--output-dir", str(run_dir)], log)
+        result = json.loads((run_dir / "train_result.json").read_text())
+    return result
+
+
+def run_one(name: str, num_tasks: int, runs: Path, retrain: bool) -> dict:
+    """Train (unless a finished run of the same config exists; a :data:`PRETRAIN` stage first) and meta-test one
+    zoo config."""
+    run_dir = runs / name
+    log = runs / f"{name}.log"
+    cfg_file = str(config_path(name).relative_to(ROOT))
+    pretrain = None
+    if name in PRETRAIN:
+        pre_config, pre_run = PRETRAIN[name]
+        pretrain = train(ROOT / pre_config, runs / pre_run, log, retrain=False)
+    train_result = train(config_path(name), run_dir, log, retrain)
     out = run_dir / "metatest.json"
     t0 = time.perf_counter()
     _run([sys.executable, "pipelines/metatest.py", "--config", cfg_file, "--checkpoint", str(run_dir / "train_result.json"),
           "--ways", "5", "--shots", ",".join(map(str, SHOTS)), "--queries", "15", "--num-tasks", str(num_tasks),
           "--seed", "0", "--output", str(out)], log)
     test = json.loads(out.read_text())
-    return {"name": name, "config": cfg_file, "train": train, "metatest": test,
+    extra = {"pretrain": {"config": PRETRAIN[name][0], "train": pretrain}} if pretrain else {}
+    return {"name": name, "config": cfg_file, "train": train_result, **extra, "metatest": test,
             "metatest_wall_seconds": round(time.perf_counter() - t0, 1), "machine": machine_info()}
 
 
@@ -169,7 +211,10 @@ def render(results: dict[str, dict]) -> str:
         by_k = {x["shots"]: x for x in r["metatest"]["results"]}
         minutes = r["train"]["train_seconds"] / 60
         extra = ""
-        if name.startswith("meta_baseline"):  # stage 1 is the Baseline row
+        if "pretrain" in r:  # the stage it started from (PRETRAIN)
+            minutes += r["pretrain"]["train"]["train_seconds"] / 60
+            extra = " (incl. SimCLR)" if "selfsup" in r["pretrain"]["config"] else " (incl. Baseline)"
+        elif name.startswith("meta_baseline"):  # results stored before PRETRAIN: stage 1 is the Baseline row
             base = results.get("baseline" + name[len("meta_baseline"):])
             if base:
                 minutes += base["train"]["train_seconds"] / 60
@@ -181,6 +226,9 @@ def render(results: dict[str, dict]) -> str:
         else:
             ref, verdict = "-", "-"
         _, backbone, dataset = split_name(name)
+        dataset, variant = dataset_and_variant(dataset)
+        if variant:
+            method = f"{method} ({VARIANTS.get(variant, variant)})"
         lines.append(f"| {method} | {BACKBONES[backbone]} | {DATASETS[dataset]} | {budget(cfg)} | {minutes:.1f}{extra} | {accs[0]} | {accs[1]} | "
                      f"{r['metatest']['num_tasks']} | {ref} | {verdict} |")
     lines += ["", f"Meta-test on the test split's classes, `tasks` per column, 15 queries per class, accuracy (%) ± ci95; one model per method tested at 1 and 5 "

@@ -235,9 +235,11 @@ def _finalize_trial(client: MlflowClient, uri: str, run_id: str | None, record: 
         replay_spool(uri, spool)  # metrics the trial's logger could not send before it ended
     except Exception as exc:  # noqa: BLE001 - keep the file, finish the rest of the run
         log.warning("could not replay %s: %s", spool, exc)
-    if record["best_accuracy_mean"] is not None:
-        client.log_metric(run_id, "best_val_accuracy_mean", record["best_accuracy_mean"])
-        client.log_metric(run_id, "best_val_ci95", record["best_ci95"])
+    if record["best_value"] is not None:
+        client.log_metric(run_id, "best_val_accuracy_mean", record["best_value"])  # tune.metric's (the name stays)
+        client.log_metric(run_id, f"best_val_{record['metric']}", record["best_value"])
+        if record["best_ci95"] is not None:
+            client.log_metric(run_id, "best_val_ci95", record["best_ci95"])
         client.log_metric(run_id, "best_step", record["best_step"])
     client.set_tag(run_id, "fewray.stopped_early", str(record["stopped_early"]).lower())
     ckpt = record.get("best_checkpoint")
@@ -255,13 +257,13 @@ def _finalize_trial(client: MlflowClient, uri: str, run_id: str | None, record: 
 def _summary_markdown(summary: dict[str, Any]) -> str:
     keys = summary["search_keys"]
     lines = [f"Sweep {summary['name']}: {summary['num_trials']} trials, {summary['num_stopped_early']} stopped early "
-             f"by ASHA, {summary['sweep_seconds']:.0f} s. Metric: meta-validation {summary['metric']} ({summary['mode']}).",
-             "", "| trial | " + " | ".join(keys) + " | best val accuracy (%) | ci95 | best step | last step | status |",
+             f"by ASHA, {summary['sweep_seconds']:.0f} s. Metric: validation {summary['metric']} ({summary['mode']}).",
+             "", "| trial | " + " | ".join(keys) + f" | best val {summary['metric']} | ci95 | best step | last step | status |",
              "|---|" + "---|" * (len(keys) + 5)]
     for t in summary["trials"]:
         vals = " | ".join(f"{t['params'].get(k):.4g}" if isinstance(t["params"].get(k), float) else str(t["params"].get(k))
                           for k in keys)
-        acc = "-" if t["best_accuracy_mean"] is None else f"{t['best_accuracy_mean']:.2f}"
+        acc = "-" if t["best_value"] is None else f"{t['best_value']:.2f}"
         ci = "-" if t["best_ci95"] is None else f"{t['best_ci95']:.2f}"
         status = "stopped early" if t["stopped_early"] else t["status"]
         mark = " (best)" if t["trial_id"] == summary["best_trial_id"] else ""
@@ -307,7 +309,8 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
 
     Returns:
         The sweep summary (also ``sweep_summary.json``): ``parent_run_id``, ``best_trial_id``, ``best_run_id``,
-        ``best_params``, ``best_accuracy_mean``, ``best_ci95``, ``best_step``, ``best_checkpoint``,
+        ``best_params``, ``best_value`` (the best ``tune.metric``; also under its first name ``best_accuracy_mean``),
+        ``best_ci95`` (None for a metric without one, e.g. ``mAP``), ``best_step``, ``best_checkpoint``,
         ``best_config`` (path), ``num_trials``, ``num_stopped_early``, ``sweep_seconds``, ``trials`` (one record
         per trial), ``tracking_uri``.
 
@@ -378,13 +381,13 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
         records = [_trial_record(res, cfg, tc.metric, tc.mode, runs_by_trial, output_dir) for res in grid]
         for r in records:
             release_trial_resources(r["trial_dir"])
-        scored = [r for r in records if r["best_accuracy_mean"] is not None]
+        scored = [r for r in records if r["best_value"] is not None]
         if not scored:
             errors = "; ".join(str(r["error"])[:200] for r in records if r["error"])
             mlflow.set_tag("fewray.error", errors[:5000])
             raise SweepFailed(_all_failed_message(records, output_dir))
         sign = 1 if tc.mode == "max" else -1
-        best = max(scored, key=lambda r: (sign * r["best_accuracy_mean"], r["last_step"]))
+        best = max(scored, key=lambda r: (sign * r["best_value"], r["last_step"]))
         for r in records:
             r["best"] = r is best
             _finalize_trial(client, uri, r["run_id"], r)
@@ -392,8 +395,9 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
         best_cfg = trial_config(base, best["params"]).to_dict()
         best_cfg["name"] = f"{cfg.name}-best"
         best_path = output_dir / BEST_CONFIG_FILE
-        header = (f"# Best trial {best['trial_id']} of sweep run {parent_id}: meta-val {tc.metric} "
-                  f"{best['best_accuracy_mean']:.2f} ± {best['best_ci95']:.2f} at step {best['best_step']}.\n"
+        ci = "" if best["best_ci95"] is None else f" ± {best['best_ci95']:.2f}"
+        header = (f"# Best trial {best['trial_id']} of sweep run {parent_id}: val {tc.metric} "
+                  f"{best['best_value']:.2f}{ci} at step {best['best_step']}.\n"
                   f"# Values found: {json.dumps(best['params'])}\n")
         best_path.write_text(header + yaml.safe_dump(best_cfg, sort_keys=False))
         summary = {
@@ -405,7 +409,8 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
             "best_trial_id": best["trial_id"],
             "best_run_id": best["run_id"],
             "best_params": best["params"],
-            "best_accuracy_mean": best["best_accuracy_mean"],
+            "best_value": best["best_value"],
+            "best_accuracy_mean": best["best_value"],  # tune.metric's value under its first name (kept)
             "best_ci95": best["best_ci95"],
             "best_step": best["best_step"],
             "best_checkpoint": best["best_checkpoint"],
@@ -422,16 +427,17 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
         mlflow.log_artifact(str(best_path))
         mlflow.log_artifact(str(output_dir / SUMMARY_FILE))
         mlflow.log_text(_summary_markdown(summary), "sweep_summary.md")
-        mlflow.log_metrics({"best_val_accuracy_mean": best["best_accuracy_mean"], "best_val_ci95": best["best_ci95"],
+        mlflow.log_metrics({"best_val_accuracy_mean": best["best_value"], f"best_val_{tc.metric}": best["best_value"],
+                            **({"best_val_ci95": best["best_ci95"]} if best["best_ci95"] is not None else {}),
                             "num_trials": len(records), "num_stopped_early": summary["num_stopped_early"],
                             "sweep_seconds": seconds})
         mlflow.set_tags({"fewray.best_trial_id": best["trial_id"], "fewray.best_run_id": str(best["run_id"])})
         log_keys = [k for k, s in tc.search_space.items() if any("log" in name for name in s)]
         with tempfile.TemporaryDirectory() as d:
             png = plot_hparams_vs_metric(
-                [{"params": r["params"], "metric": r["best_accuracy_mean"], "stopped_early": r["stopped_early"],
+                [{"params": r["params"], "metric": r["best_value"], "stopped_early": r["stopped_early"],
                   "best": r["best"]} for r in records],
-                list(tc.search_space), f"val {tc.metric} (%)", Path(d) / "hparams_vs_metric.png", log_keys)
+                list(tc.search_space), f"val {tc.metric}", Path(d) / "hparams_vs_metric.png", log_keys)
             mlflow.log_artifact(str(png), "plots")
     return summary
 
@@ -466,7 +472,8 @@ def _trial_record(res: Any, cfg: ExperimentConfig, metric: str, mode: str, runs_
     params = {k: (v.item() if hasattr(v, "item") else v) for k, v in (res.config or {}).items()}
     rec: dict[str, Any] = {"trial_id": trial_id, "run_id": runs_by_trial.get(trial_id), "params": params,
                            "trial_dir": str(sweep_dir / "trials" / trial_id),
-                           "best_accuracy_mean": None, "best_ci95": None, "best_step": None, "last_step": 0,
+                           "metric": metric, "best_value": None, "best_accuracy_mean": None, "best_ci95": None,
+                           "best_step": None, "last_step": 0,
                            "reports": 0, "best_checkpoint": None, "stopped_early": False,
                            "status": "error" if res.error else "ok", "error": str(res.error) if res.error else None}
     if df is not None and len(df) and metric in df:
@@ -474,7 +481,9 @@ def _trial_record(res: Any, cfg: ExperimentConfig, metric: str, mode: str, runs_
         i = df[metric].idxmax() if mode == "max" else df[metric].idxmin()
         row = df.loc[i]
         ckpt = row.get("checkpoint_path")
-        rec.update(best_accuracy_mean=float(row[metric]), best_ci95=float(row["ci95"]), best_step=int(row["step"]),
+        ci95 = row.get("ci95")  # only few-shot accuracy has one
+        rec.update(best_value=float(row[metric]), best_accuracy_mean=float(row[metric]),
+                   best_ci95=None if ci95 is None or ci95 != ci95 else float(ci95), best_step=int(row["step"]),
                    last_step=int(df["step"].max()), reports=int(len(df)),
                    best_checkpoint=str(Path(ckpt) / CHECKPOINT_FILE) if isinstance(ckpt, str) else None)
         rec["stopped_early"] = not res.error and rec["last_step"] < cfg.train.num_steps
