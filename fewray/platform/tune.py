@@ -437,9 +437,14 @@ def run_sweep(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: str |
             png = plot_hparams_vs_metric(
                 [{"params": r["params"], "metric": r["best_value"], "stopped_early": r["stopped_early"],
                   "best": r["best"]} for r in records],
-                list(tc.search_space), f"val {tc.metric}", Path(d) / "hparams_vs_metric.png", log_keys)
+                list(tc.search_space), f"val {tc.metric}{' (%)' if tc.metric in PERCENT_METRICS else ''}",
+                Path(d) / "hparams_vs_metric.png", log_keys)
             mlflow.log_artifact(str(png), "plots")
     return summary
+
+
+#: few-shot accuracy's metrics, in percent (their plot axes say so)
+PERCENT_METRICS = ("accuracy_mean", "accuracy_std", "ci95")
 
 
 class SweepFailed(FewrayError):
