@@ -87,7 +87,7 @@ def run_tree(tree: Path, label: str, i: int, args, runs: Path) -> dict:
            "--scaling", args.scaling, "--out", str(out)]
     where = subprocess.run([sys.executable, "-c", "import fewray; print(fewray.__file__)"], cwd=tree, env=env,
                            capture_output=True, text=True).stdout.strip()
-    if not where.startswith(str(tree)):
+    if not Path(where).resolve().is_relative_to(tree.resolve()):
         raise FewrayError(f"the {label} run would import fewray from {where}, not from {tree}")
     print(f"== {label} run {i + 1}: {tree}", flush=True)
     log = runs / f"{label}_{i}.log"
