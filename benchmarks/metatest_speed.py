@@ -42,7 +42,7 @@ from fewray.platform.checkpoint import load_checkpoint  # noqa: E402
 from fewray.platform.data.catalog import load_split  # noqa: E402
 from fewray.platform.data.episodes import EpisodicSampler  # noqa: E402
 from fewray.platform.features import extract_features, to_float  # noqa: E402
-from fewray.platform.metatest import run_metatest  # noqa: E402
+from fewray.platform.metatest import EpisodeSpec, ModelSpec, SplitSpec, run_metatest  # noqa: E402
 
 
 def ci95(accs) -> float:
@@ -152,15 +152,16 @@ def main(argv=None) -> int:
     ray.init(address="local", logging_level="ERROR", include_dashboard=False)
     ray_start = time.perf_counter() - t0
     # the first meta-test in a fresh Ray pays for starting worker processes that import torch and fewray
-    cold = run_metatest(model_cfg=model_cfg, model_state=state["model"], root=catalog, split="test", channels=1,
-                        ways=5, shots=1, queries=15, num_tasks=args.tasks, seed=0, batch_size=best_bs, num_workers=2)
+    model_spec, test_split = ModelSpec(model_cfg, state["model"]), SplitSpec(catalog, "test", 1)
+    cold = run_metatest(model_spec, test_split, EpisodeSpec(5, 1, 15, args.tasks, seed=0), batch_size=best_bs,
+                        num_workers=2)
     print(f"fewray first call in a fresh Ray (5w1s, 2 workers): {cold.seconds:.2f}s", flush=True)
     rows = []
     for setting in args.settings.split(","):
         ways, shots = map(int, setting.split("x"))
         q, n = 15, args.tasks
-        common = dict(model_cfg=model_cfg, model_state=state["model"], root=catalog, split="test", channels=1,
-                      ways=ways, shots=shots, queries=q, num_tasks=n, seed=0, batch_size=best_bs)
+        common = dict(model=model_spec, data=test_split, episodes=EpisodeSpec(ways, shots, q, n, seed=0),
+                      batch_size=best_bs)
         res = {}
         t, accs = ideal(model, images, labels, ways, shots, q, n, best_bs)
         res["ideal"] = (t, float(np.mean(accs)), ci95(accs))
@@ -179,8 +180,7 @@ def main(argv=None) -> int:
 
     scaling = []
     for n in [int(x) for x in args.scaling.split(",") if x]:
-        r = run_metatest(model_cfg=model_cfg, model_state=state["model"], root=catalog, split="test", channels=1,
-                         ways=5, shots=1, queries=15, num_tasks=n, seed=0, batch_size=best_bs, num_workers=2)
+        r = run_metatest(model_spec, test_split, EpisodeSpec(5, 1, 15, n, seed=0), batch_size=best_bs, num_workers=2)
         t_ideal, _ = ideal(model, images, labels, 5, 1, 15, n, best_bs)
         scaling.append({"tasks": n, "fewray_seconds": r.seconds, "ms_per_task": 1000 * r.seconds / n,
                         "ideal_seconds": t_ideal, "accuracy": r.accuracy_mean, "ci95": r.ci95,

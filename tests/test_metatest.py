@@ -9,7 +9,7 @@ from fewray.platform.checkpoint import load_checkpoint
 from fewray.platform.data.catalog import read_labels
 from fewray.platform.data.episodes import EpisodicSampler
 from fewray.evaluation.fewshot_accuracy import aggregate
-from fewray.platform.metatest import chunks, run_metatest, split_inputs, task_images
+from fewray.platform.metatest import EpisodeSpec, ModelSpec, SplitSpec, chunks, run_metatest, split_inputs, task_images
 from conftest import tiny_config
 
 
@@ -31,8 +31,8 @@ def test_chunks_cover_every_task_once():
 def test_one_and_two_workers_give_identical_accuracy(trained, omniglot_catalog, ray_local):
     cfg = tiny_config(omniglot_catalog)
     state = load_checkpoint(trained["best_checkpoint"])
-    common = dict(model_cfg=cfg.model.model_dump(), model_state=state["model"], root=cfg.data.root, split="val",
-                  channels=1, ways=5, shots=1, queries=15, num_tasks=300, seed=0, batch_size=1024)
+    common = dict(model=ModelSpec(cfg.model.model_dump(), state["model"]), data=SplitSpec(cfg.data.root, "val", 1),
+                  episodes=EpisodeSpec(ways=5, shots=1, queries=15, num_tasks=300, seed=0), batch_size=1024)
     one = run_metatest(**common, num_workers=1)
     two = run_metatest(**common, num_workers=2)
     assert one.num_workers == 1 and two.num_workers == 2
@@ -65,8 +65,8 @@ def test_finetune_and_maml_fan_out_with_worker_count_invariance(model_cfg, train
     state = build_classifier(model_cfg).state_dict()  # a random head on the trained ProtoNet's Conv4
     proto = load_checkpoint(trained["best_checkpoint"])["model"]
     state.update({k: v for k, v in proto.items() if k.startswith("backbone.")})
-    common = dict(model_cfg=model_cfg, model_state=state, root=str(omniglot_catalog), split="val", channels=1,
-                  ways=5, shots=1, queries=5, num_tasks=24, seed=0, batch_size=1024)
+    common = dict(model=ModelSpec(model_cfg, state), data=SplitSpec(str(omniglot_catalog), "val", 1),
+                  episodes=EpisodeSpec(ways=5, shots=1, queries=5, num_tasks=24, seed=0), batch_size=1024)
     one = run_metatest(**common, num_workers=1)
     two = run_metatest(**common, num_workers=2)
     assert sorted(one.task_accuracies) == list(range(24))
@@ -86,9 +86,9 @@ def test_a_few_tasks_embed_only_their_images_with_the_same_accuracies(trained, o
 
     cfg = tiny_config(omniglot_catalog)
     state = load_checkpoint(trained["best_checkpoint"])["model"]
-    common = dict(model_cfg=cfg.model.model_dump(), model_state=state, root=cfg.data.root, split="val",
-                  channels=1, ways=5, shots=1, queries=15, num_tasks=20, seed=0)
-    whole = run_metatest(**common, inputs=split_inputs(cfg.model.model_dump(), state, cfg.data.root, "val", 1))
+    common = dict(model=ModelSpec(cfg.model.model_dump(), state), data=SplitSpec(cfg.data.root, "val", 1),
+                  episodes=EpisodeSpec(ways=5, shots=1, queries=15, num_tasks=20, seed=0))
+    whole = run_metatest(**common, inputs=split_inputs(common["model"], common["data"]))
     few = run_metatest(**common)  # embeds only the images of its 20 tasks
     assert sorted(few.task_accuracies) == list(range(20))
     assert few.task_accuracies == pytest.approx(whole.task_accuracies)

@@ -214,6 +214,55 @@ def chunks(n: int, k: int) -> list[range]:
     return [range(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to meta-test: its ``model:`` config section (a dict, as ``cfg.model.model_dump()``) and its
+    ``state_dict``.
+
+    Example::
+
+        >>> from fewray.algorithms import build_classifier
+        >>> cfg = {"type": "ProtoNet", "backbone": {"type": "Conv4", "in_channels": 1}, "head": {"type": "PrototypeHead"}}
+        >>> ModelSpec(cfg, build_classifier(cfg).state_dict()).cfg["type"]
+        'ProtoNet'
+    """
+
+    cfg: dict
+    state: dict
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split of a catalog: ``root`` (a directory or URI the worker nodes can read), ``split`` (``test``,
+    ``val``, ...) and the images' ``channels`` (1 or 3)."""
+
+    root: str
+    split: str
+    channels: int
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """``num_tasks`` N-way K-shot Q-query tasks (``ways``, ``shots``, ``queries`` per class), each rebuilt from
+    ``(seed, task id)`` so that any number of workers evaluates the same tasks.
+
+    Example::
+
+        >>> EpisodeSpec(ways=5, shots=1, queries=15, num_tasks=2000).setting()
+        (5, 1, 15, 0)
+    """
+
+    ways: int
+    shots: int
+    queries: int
+    num_tasks: int
+    seed: int = 0
+
+    def setting(self) -> tuple[int, int, int, int]:
+        """``(ways, shots, queries, seed)``: the episode shape :func:`task_images` takes."""
+        return (self.ways, self.shots, self.queries, self.seed)
+
+
 @dataclass
 class SplitInputs:
     """Object-store references of a model state and of one split's features (or images) and labels."""
@@ -223,49 +272,41 @@ class SplitInputs:
     labels_ref: Any
 
 
-def split_inputs(model_cfg: dict, model_state: dict, root: str, split: str, channels: int,
-                 batch_size: int = 512, image_ids: np.ndarray | None = None) -> SplitInputs:
-    """Start the one feature pass over ``split`` (a Ray task; on a GPU when the cluster has one).
+def split_inputs(model: ModelSpec, data: SplitSpec, batch_size: int = 512,
+                 image_ids: np.ndarray | None = None) -> SplitInputs:
+    """Start the one feature pass over ``data``'s split (a Ray task; on a GPU when the cluster has one).
 
     Returns at once with references; :func:`run_metatest` evaluates tasks on them, and several calls
     (shot counts, seeds) can share one pass. ``image_ids`` (:func:`task_images`) restricts the pass to
-    the images those tasks use.
+    the images those tasks use; ``batch_size``: images per backbone pass.
     """
     gpus, _ = cluster_slots()
     extract_opts = {"num_gpus": 1} if gpus else {"num_cpus": largest_node_cpus()}
     threads = 1 if gpus else largest_node_cpus()
-    state_ref = ray.put({k: v.cpu() for k, v in model_state.items()})
+    state_ref = ray.put({k: v.cpu() for k, v in model.state.items()})
     feats_ref, labels_ref = (
         ray.remote(_extract)
         .options(num_returns=2, max_retries=3, **extract_opts)
-        .remote(model_cfg, state_ref, root, split, channels, batch_size, threads, image_ids)
+        .remote(model.cfg, state_ref, data.root, data.split, data.channels, batch_size, threads, image_ids)
     )
     return SplitInputs(state_ref, feats_ref, labels_ref)
 
 
 def run_metatest(
-    model_cfg: dict,
-    model_state: dict,
-    root: str,
-    split: str,
-    channels: int,
-    ways: int,
-    shots: int,
-    queries: int,
-    num_tasks: int,
-    seed: int = 0,
+    model: ModelSpec,
+    data: SplitSpec,
+    episodes: EpisodeSpec,
+    *,
     num_workers: int | None = None,
     batch_size: int = 512,
     on_progress: Callable[[int], None] | None = None,
     prewarm: bool = True,
     inputs: "SplitInputs | None" = None,
 ) -> MetaTestResult:
-    """Meta-test a frozen-backbone classifier on ``num_tasks`` episodes of ``split`` with Ray tasks.
+    """Meta-test a classifier on the ``episodes`` of ``data``'s split with Ray tasks.
 
     Args:
-        model_cfg: the ``model:`` config section (dict); model_state: its ``state_dict``.
-        root: catalog directory or URI (readable from the worker nodes); split: e.g. ``test``.
-        channels: image channels; ways, shots, queries: episode shape; num_tasks: episodes; seed: episode seed.
+        model: the classifier's config and weights; data: the catalog split; episodes: the tasks.
         num_workers: evaluation Ray tasks; default one per GPU, else one per CPU slot of the cluster.
         batch_size: images per backbone pass of the feature extraction.
         on_progress: called with the number of tasks finished each time a Ray task completes.
@@ -279,23 +320,23 @@ def run_metatest(
         DataError: missing split, ways > classes, or shots + queries > images of a class
             (checked on the driver before any task starts).
     """
+    root, split, ep = data.root, data.split, episodes
     t0 = time.perf_counter()
     labels = read_labels(root, split)
-    EpisodicSampler(labels, ways, shots, queries, seed, split)  # fail fast, one line
+    EpisodicSampler(labels, ep.ways, ep.shots, ep.queries, ep.seed, split)  # fail fast, one line
     gpus, _ = cluster_slots()
     num_workers = num_workers or default_workers()
     for _ in range(num_workers if prewarm else 0):  # fire and forget: they finish during the feature pass
         ray.remote(_warm_up).options(num_cpus=0).remote()
     if inputs is None:
-        image_ids = task_images(labels, [(ways, shots, queries, seed)], num_tasks, split)
-        inputs = split_inputs(model_cfg, model_state, root, split, channels, batch_size, image_ids)
+        inputs = split_inputs(model, data, batch_size, task_images(labels, [ep.setting()], ep.num_tasks, split))
     state_ref, feats_ref, labels_ref = inputs.state_ref, inputs.feats_ref, inputs.labels_ref
-    episode = dict(ways=ways, shots=shots, queries=queries, seed=seed, split=split)
+    episode = dict(ways=ep.ways, shots=ep.shots, queries=ep.queries, seed=ep.seed, split=split)
     eval_opts = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     remote_eval = ray.remote(_evaluate_chunk).options(max_retries=3, **eval_opts)
-    task_chunks = chunks(num_tasks, num_workers)
+    task_chunks = chunks(ep.num_tasks, num_workers)
     pending = {
-        remote_eval.remote(model_cfg, state_ref, feats_ref, labels_ref, episode, ids): len(ids) for ids in task_chunks
+        remote_eval.remote(model.cfg, state_ref, feats_ref, labels_ref, episode, ids): len(ids) for ids in task_chunks
     }
     evaluator = FewShotAccuracy()
     partials: list[dict[int, float]] = []
@@ -319,10 +360,10 @@ def run_metatest(
         accuracy_std=metrics["accuracy_std"],
         ci95=metrics["ci95"],
         num_tasks=metrics["num_tasks"],
-        ways=ways,
-        shots=shots,
-        queries=queries,
-        seed=seed,
+        ways=ep.ways,
+        shots=ep.shots,
+        queries=ep.queries,
+        seed=ep.seed,
         split=split,
         num_workers=len(task_chunks),
         seconds=time.perf_counter() - t0,
@@ -494,7 +535,6 @@ def _meta_test_logged(cfg: "ExperimentConfig", checkpoint: str | Path, shots: li
     from fewray.platform.tracking import log_dict_params, setup_tracking
 
     label, state, cfg, labels = prepare_metatest(cfg, checkpoint, shots, tracking_uri)
-    model_cfg = cfg.model.model_dump()
     t = cfg.test
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
     init_ray()
@@ -510,16 +550,15 @@ def _meta_test_logged(cfg: "ExperimentConfig", checkpoint: str | Path, shots: li
         bar = TaskProgress(t.num_tasks * len(shots), progress)
         try:
             with tempfile.TemporaryDirectory() as d:
-                image_ids = task_images(labels, [(t.ways, k, t.queries, t.seed) for k in shots], t.num_tasks, t.split)
-                inputs = split_inputs(model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels,
-                                      t.batch_size, image_ids)
-                for k in shots:  # one feature pass serves every shot count
+                model = ModelSpec(cfg.model.model_dump(), state["model"])
+                data = SplitSpec(cfg.data.root, t.split, cfg.data.channels)
+                episodes = [EpisodeSpec(t.ways, k, t.queries, t.num_tasks, t.seed) for k in shots]
+                image_ids = task_images(labels, [e.setting() for e in episodes], t.num_tasks, t.split)
+                inputs = split_inputs(model, data, t.batch_size, image_ids)
+                for k, ep in zip(shots, episodes):  # one feature pass serves every shot count
                     bar.set_postfix_str(f"{k}-shot")
-                    res = run_metatest(
-                        model_cfg, state["model"], cfg.data.root, t.split, cfg.data.channels,
-                        t.ways, k, t.queries, t.num_tasks, t.seed, num_workers, t.batch_size,
-                        on_progress=bar.update, inputs=inputs,
-                    )
+                    res = run_metatest(model, data, ep, num_workers=num_workers, batch_size=t.batch_size,
+                                       on_progress=bar.update, inputs=inputs)
                     suffix = f"_{k}shot" if several else ""
                     mlflow.log_metrics({f"accuracy_mean{suffix}": res.accuracy_mean,
                                         f"accuracy_std{suffix}": res.accuracy_std, f"ci95{suffix}": res.ci95,

@@ -24,7 +24,7 @@ from ray.cluster_utils import Cluster
 from ray.util.state import list_tasks
 
 from fewray.platform.checkpoint import load_checkpoint
-from fewray.platform.metatest import run_metatest
+from fewray.platform.metatest import EpisodeSpec, ModelSpec, SplitSpec, run_metatest
 
 
 def main(checkpoint: str, catalog: str) -> None:
@@ -33,8 +33,9 @@ def main(checkpoint: str, catalog: str) -> None:
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR")
     state = load_checkpoint(checkpoint)
-    common = dict(model_cfg=state["config"]["model"], model_state=state["model"], root=catalog, split="val",
-                  channels=1, ways=20, shots=5, queries=15, num_tasks=10000, seed=3, batch_size=512, num_workers=4)
+    common = dict(model=ModelSpec(state["config"]["model"], state["model"]), data=SplitSpec(catalog, "val", 1),
+                  episodes=EpisodeSpec(ways=20, shots=5, queries=15, num_tasks=10000, seed=3), batch_size=512,
+                  num_workers=4)
     undisturbed = run_metatest(**common)
 
     event: dict = {}
