@@ -11,6 +11,14 @@ Usage::
     python pipelines/prepare_data.py cifar_fs --source ~/datasets/cifar --out data/cifar_fs
     python pipelines/prepare_data.py folder --source photos/ --out data/photos --counts 6 2 2 --seed 0
     python pipelines/prepare_data.py folder --source photos/ --out data/photos --split-file split.yaml
+    python pipelines/prepare_data.py multilabel --source ../shared/data/coco128 --out data/coco128_ml
+    python pipelines/prepare_data.py multilabel --source ../shared/data --out data/coco_ml \
+        --split-file configs/multi_label/coco_split.yaml
+
+``multilabel`` makes a multi-label catalog (a label set per image) from COCO JSON or Pascal VOC XML detection
+annotations (fewray/platform/data/sources/multilabel.py: the release layouts it detects); ``--split-file`` then
+names the annotation files of each split (paths relative to --source), several per split and parts of a file
+allowed (configs/multi_label/coco_split.yaml: the COCO split of benchmarks/multi_label_coco.py).
 
 The release layouts and class splits are described in README.md ("Datasets") and in
 fewray/platform/data/sources/.
@@ -30,7 +38,7 @@ import _bootstrap  # noqa: F401
 
 from fewray.platform.errors import DataError, run_cli
 
-DATASETS = ["omniglot", "mini_imagenet", "tiered_imagenet", "cub", "cifar_fs", "folder", "caltech101"]
+DATASETS = ["omniglot", "mini_imagenet", "tiered_imagenet", "cub", "cifar_fs", "folder", "caltech101", "multilabel"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="catalog directory to write")
     p.add_argument("--download", action="store_true", help="download the official release into --source first (omniglot)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="output image side in pixels (default 28 for omniglot, 32 for cifar_fs, 84 otherwise)")
+                   help="output image side in pixels (default 28 for omniglot, 32 for cifar_fs, 224 for multilabel, "
+                        "84 otherwise)")
     g = p.add_argument_group("natural-image datasets (all but omniglot)")
     g.add_argument("--resize", choices=["stretch", "center_crop"], default="stretch",
                    help="stretch: resize the whole image to a square (default); center_crop: shorter side, then crop")
@@ -48,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_argument_group("folder")
     g.add_argument("--split-file", default=None,
                    help="class split: YAML/JSON {train: [...], val: [...], test: [...]}, '<split> <class>' lines, "
-                        "or a directory of train.txt/val.txt/test.txt (cifar_fs: its split directory)")
+                        "or a directory of train.txt/val.txt/test.txt (cifar_fs: its split directory; multilabel: "
+                        "YAML {split: [annotation files or {file: F, part: k/n}]}, configs/multi_label/coco_split.yaml)")
     g.add_argument("--counts", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
                    help="random class split with these class counts")
     g.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             size = args.image_size if args.image_size is not None else 28
             info = omniglot.prepare_omniglot(args.source, args.out, size, progress=bar.update)
     else:
-        from fewray.platform.data.sources import DEFAULT_IMAGE_SIZE, SOURCES
+        from fewray.platform.data.sources import DEFAULT_IMAGE_SIZE, MULTI_LABEL_SOURCES, SOURCES
 
         if args.download:
             raise DataError(f"--download is only available for omniglot; "
@@ -86,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
                           exclude=args.exclude)
         elif args.dataset == "cifar_fs" and args.split_file:
             kwargs["split_dir"] = args.split_file
+        elif args.dataset == "multilabel" and args.split_file:
+            from fewray.platform.data.sources.multilabel import read_annotation_split_file
+
+            kwargs["splits"], kwargs["dataset"] = read_annotation_split_file(args.split_file)
+        prepare = {**SOURCES, **MULTI_LABEL_SOURCES}[args.dataset]
         with tqdm(unit="img", desc=args.dataset, disable=not sys.stderr.isatty()) as bar:
             size = args.image_size if args.image_size is not None else DEFAULT_IMAGE_SIZE[args.dataset]
-            info = SOURCES[args.dataset](args.source, args.out, size, progress=bar.update, **kwargs)
+            info = prepare(args.source, args.out, size, progress=bar.update, **kwargs)
     print(json.dumps(info["splits"]))
     print(f"catalog written to {args.out}")
     return 0

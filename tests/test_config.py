@@ -23,6 +23,12 @@ def test_every_shipped_config_loads(path):
         from fewray.platform.retrieval import load_retrieval_config
 
         cfg = load_retrieval_config(path)
+    elif path.name.endswith("_split.yaml"):  # a multi-label split file (prepare_data.py multilabel --split-file)
+        from fewray.platform.data.sources.multilabel import read_annotation_split_file
+
+        entries, _ = read_annotation_split_file(path)
+        assert {"train", "val", "test"} <= set(entries)
+        return
     else:
         cfg = load_config(path)  # validates every key and builds the model's registered arguments
     if path.parent.name != "classification":  # the zoo: <method>/<name>.yaml is named <method>_<name>

@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -99,12 +99,17 @@ class OptimizerConfig(_Strict):
         lr (float): learning rate (> 0).
         weight_decay (float): L2 penalty.
         momentum (float): SGD momentum (ignored by Adam).
+        lr_mult (dict[str, float]): learning-rate multipliers by parameter name (mmpretrain's
+            ``paramwise_cfg.custom_keys[...].lr_mult``): a parameter whose name contains a key gets ``lr * mult``
+            (the longest matching key wins), e.g. ``{backbone: 0.1}`` fine-tunes a pretrained backbone ten times
+            slower than the head. Default ``{}``: one learning rate.
     """
 
     type: Literal["Adam", "AdamW", "SGD"] = "Adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0)
+    lr_mult: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
 
 class LrScheduleConfig(_Strict):
@@ -173,18 +178,21 @@ class EvalConfig(EpisodeConfig):
     batch_size: int = Field(128, ge=1)
 
 
-def check_validation_metric(metric: str, key: str) -> None:
-    """``metric`` must be one meta-validation reports (few-shot accuracy's ``accuracy_mean``, ``accuracy_std``,
-    ``ci95``).
+def check_validation_metric(metric: str, key: str, reported: tuple[str, ...] | None = None,
+                            what: str = "meta-validation") -> None:
+    """``metric`` must be one validation reports: ``reported`` (a training task's ``val_metrics``), default few-shot
+    accuracy's ``accuracy_mean``, ``accuracy_std``, ``ci95``.
 
     Raises:
-        ConfigError: ``val.metric 'recall' is not a meta-validation metric (one of ...)``.
+        ConfigError: ``val.metric 'recall' is not a meta-validation metric (one of ...)`` (``what`` names the
+            validation: ``validation`` for the multi-label task).
     """
-    from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
+    if reported is None:
+        from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
 
-    reported = [m for m in FewShotAccuracy.metrics if m != "num_tasks"]
+        reported = tuple(m for m in FewShotAccuracy.metrics if m != "num_tasks")
     if metric not in reported:
-        raise ConfigError(f"{key} '{metric}' is not a meta-validation metric (one of {', '.join(reported)})")
+        raise ConfigError(f"{key} '{metric}' is not a {what} metric (one of {', '.join(reported)})")
 
 
 def check_backbone_channels(backbone: dict[str, Any], channels: int, where: str, what: str = "the model") -> None:
@@ -215,18 +223,15 @@ class ValConfig(EvalConfig):
     checkpoint.
 
     Attributes:
-        metric (str): a metric the evaluator reports (few-shot classification: ``accuracy_mean``, ``accuracy_std``,
-            ``ci95``); the kept checkpoints and ``best_checkpoint`` are the best by it. Default ``accuracy_mean``.
+        metric (str): a metric the model's training task validates (few-shot classification: ``accuracy_mean``,
+            ``accuracy_std``, ``ci95``; multi-label: ``mAP``, ``CP``, ``CR``, ``CF1``, ``OP``, ``OR``, ``OF1``;
+            checked against the task's ``val_metrics`` when the whole config is validated); the kept checkpoints
+            and ``best_checkpoint`` are the best by it. Default ``accuracy_mean``.
         mode: ``max`` (larger is better, default) or ``min``.
     """
 
     metric: str = "accuracy_mean"
     mode: Literal["max", "min"] = "max"
-
-    @model_validator(mode="after")
-    def _check_metric(self) -> "ValConfig":
-        check_validation_metric(self.metric, "val.metric")
-        return self
 
 
 class TrackingConfig(_Strict):
@@ -286,8 +291,9 @@ class TuneSection(_Strict):
             Primitives: uniform, quniform, loguniform, qloguniform, randint, qrandint, lograndint
             (``[low, high]`` or ``[low, high, q]``) and choice (``[a, b, ...]``). Each key must be a valid config key
             and every bound (every choice) a valid value for it.
-        metric: the meta-validation metric Tune optimises and ASHA compares (a metric of ``val.metric``'s
-            evaluator: ``accuracy_mean``, ``accuracy_std`` or ``ci95``). Default ``accuracy_mean``.
+        metric: the validation metric Tune optimises and ASHA compares: any the model's training task validates
+            (few-shot: ``accuracy_mean``, ``accuracy_std``, ``ci95``; multi-label: ``mAP``, ``CF1``, ...; checked
+            when the whole config is validated). Default ``accuracy_mean``.
         mode: ``max`` or ``min``.
         num_samples (int): trials; max_concurrent_trials (int): trials running at once.
         search_alg: ``optuna`` (Tune's OptunaSearch, TPE) or ``random``.
@@ -307,11 +313,6 @@ class TuneSection(_Strict):
     seed: int = 0
     scheduler: AshaConfig = Field(default_factory=AshaConfig)
     resources_per_trial: TrialResources = Field(default_factory=TrialResources)
-
-    @model_validator(mode="after")
-    def _check_metric(self) -> "TuneSection":
-        check_validation_metric(self.metric, "tune.metric")
-        return self
 
     @model_validator(mode="after")
     def _check_primitives(self) -> "TuneSection":
@@ -365,6 +366,17 @@ class ExperimentConfig(_Strict):
         from fewray.algorithms import build_classifier
 
         build_classifier(self.model, validate_only=True)
+        return self
+
+    @model_validator(mode="after")
+    def _check_val_metric(self) -> "ExperimentConfig":
+        # val.metric must be one the model's training task validates (after _check_model: the type is known)
+        from fewray.tasks import task_for
+
+        task = task_for(self)
+        check_validation_metric(self.val.metric, "val.metric", task.val_metrics, task.val_name)
+        if self.tune is not None:  # a sweep optimises a metric its trials' validation reports
+            check_validation_metric(self.tune.metric, "tune.metric", task.val_metrics, task.val_name)
         return self
 
     @model_validator(mode="after")

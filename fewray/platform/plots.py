@@ -56,13 +56,16 @@ def read_png_axes(path: str | Path) -> list[dict[str, Any]]:
     return json.loads(text[AXES_KEY])
 
 
-def plot_training_curves(history: dict[str, list[tuple[int, float]]], path: str | Path) -> Path:
+def plot_training_curves(history: dict[str, list[tuple[int, float]]], path: str | Path,
+                         val_metric: str = "accuracy_mean") -> Path:
     """Save training loss (left axis) and meta-validation accuracy (right panel) against step as a PNG.
 
     Args:
         history: ``{"loss": [(step, value)], "accuracy": [...], "val_accuracy_mean": [...]}``
             (missing keys are skipped).
         path: output PNG path.
+        val_metric: the validation metric of the right panel (``val_<metric>`` in ``history``); another than
+            ``accuracy_mean`` (a multi-label model's ``mAP``) titles the panel "validation <metric>".
     """
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     if "loss" in history:
@@ -71,14 +74,17 @@ def plot_training_curves(history: dict[str, list[tuple[int, float]]], path: str 
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("meta-training loss")
-    for key, label in (("accuracy", "train episodes"), ("val_accuracy_mean", "meta-validation")):
+    few_shot = val_metric == "accuracy_mean"
+    val_label = "meta-validation" if few_shot else f"validation {val_metric}"
+    for key, label in (("accuracy", "train episodes"), (f"val_{val_metric}", val_label)):
         if key in history:
             s, v = zip(*history[key])
             ax_acc.plot(s, v, marker="o" if key.startswith("val") else None, label=label)
     ax_acc.set_xlabel("step")
-    ax_acc.set_ylabel("accuracy (%)")
-    ax_acc.set_title("accuracy")
-    ax_acc.legend(loc="lower right")
+    ax_acc.set_ylabel("accuracy (%)" if few_shot else f"{val_metric} (%)")
+    ax_acc.set_title("accuracy" if few_shot else val_label)
+    if ax_acc.lines:
+        ax_acc.legend(loc="lower right")
     return _save(fig, path)
 
 

@@ -61,7 +61,7 @@ from fewray.platform.data.sources._common import IMAGE_EXTENSIONS
 from fewray.platform.errors import CheckpointError, ConfigError, DataError
 from fewray.platform.features import channels_last, to_float
 from fewray.platform.metatest import chunks
-from fewray.platform.runtime import cluster_slots, default_workers, discard, init_ray, largest_node_cpus
+from fewray.platform.runtime import default_workers, get_all, init_ray, task_options
 
 #: query rows ranked per similarity computation (block boundaries are multiples of it for any sharding)
 RANK_BLOCK = 256
@@ -448,14 +448,6 @@ def _extract_shard(encoder: nn.Module, source: Any, start: int, stop: int, batch
     return retriever.prototype_vecs.cpu().numpy()
 
 
-def _task_options(num_workers: int, cpus_each: bool = True) -> tuple[dict, int]:
-    gpus, cpus = cluster_slots()
-    if gpus:
-        return {"num_gpus": 1}, 1
-    threads = max(1, min(largest_node_cpus(), cpus // max(1, num_workers))) if cpus_each else 1
-    return {"num_cpus": threads}, threads
-
-
 def extract_features(encoder: nn.Module, images: ImageSet, batch_size: int, channels: int,
                      num_workers: int | None = None) -> torch.Tensor:
     """Features ``(N, D)`` of an image set, extracted by Ray tasks over shards of whole batches (see
@@ -472,17 +464,12 @@ def extract_features(encoder: nn.Module, images: ImageSet, batch_size: int, chan
     """
     num_workers = num_workers or default_workers()
     shards = batch_shards(len(images), batch_size, num_workers)
-    opts, threads = _task_options(len(shards))
+    opts, threads = task_options(len(shards))
     encoder_ref = ray.put(encoder.cpu().eval())
     source = ray.put(images.images) if images.kind == "images" else (images.root, images.split, channels)
     remote = ray.remote(_extract_shard).options(max_retries=3, **opts)
     refs = [remote.remote(encoder_ref, source, s.start, s.stop, batch_size, threads) for s in shards]
-    try:
-        parts = ray.get(refs)
-    except BaseException:
-        discard(refs)
-        raise
-    return torch.from_numpy(np.concatenate(parts))
+    return torch.from_numpy(np.concatenate(get_all(refs)))
 
 
 def _rank_shard(gallery: np.ndarray, queries: np.ndarray, start: int, stop: int, similarity_fn: str, topk: int,
@@ -552,11 +539,7 @@ def rank_queries(gallery: torch.Tensor, queries: torch.Tensor | None, similarity
     refs = [remote.remote(gallery_ref, query_ref, s.start, s.stop, similarity_fn, topk, leave_one_out,
                           query_labels if labelled else None, gallery_labels if labelled else None,
                           tuple(recall_topk), block) for s in shards]
-    try:
-        parts = sorted(ray.get(refs), key=lambda p: p[0])
-    except BaseException:
-        discard(refs)
-        raise
+    parts = sorted(get_all(refs), key=lambda p: p[0])
     metrics = None
     if labelled:
         evaluator = RetrievalMetrics(recall_topk)

@@ -227,6 +227,16 @@ def default_workers() -> int:
     return max(1, gpus or cpus)
 
 
+def task_options(num_workers: int, cpus_each: bool = True) -> tuple[dict, int]:
+    """``(Ray task options, torch threads)`` for ``num_workers`` tasks of a fan-out: one GPU each when the cluster
+    has GPUs, else an even share of the CPUs (at most one node's; 1 CPU without ``cpus_each``)."""
+    gpus, cpus = cluster_slots()
+    if gpus:
+        return {"num_gpus": 1}, 1
+    threads = max(1, min(largest_node_cpus(), cpus // max(1, num_workers))) if cpus_each else 1
+    return {"num_cpus": threads}, threads
+
+
 def discard(refs, timeout: float = 10.0) -> None:
     """Collect the results of Ray tasks we no longer wait for, so Ray does not log their errors as unhandled.
 
@@ -241,3 +251,14 @@ def discard(refs, timeout: float = 10.0) -> None:
             ray.get(ref, timeout=0)
         except Exception:  # noqa: BLE001 - failed the same way as the error being raised, or still running
             pass
+
+
+def get_all(refs) -> list:
+    """``ray.get(refs)``; when one of them fails (or Ctrl-C), the others are collected (:func:`discard`) before the
+    error is raised, so Ray does not log their failures as unhandled."""
+    refs = list(refs)
+    try:
+        return ray.get(refs)
+    except BaseException:
+        discard(refs)
+        raise

@@ -2,8 +2,9 @@
 
 :func:`run_metatrain` (driver) checks the data, opens an MLflow run, builds the stream and fits a
 ``TorchTrainer``; :func:`train_loop_per_worker` (each DDP rank) trains on its shard, logs metrics
-to MLflow (rank 0), meta-validates every
-``train.val_interval`` steps (mmfewshot's MetaTestEvalHook) and reports a checkpoint
+to MLflow (rank 0), validates every ``train.val_interval`` steps with its task's validator
+(``task.validator(cfg)``; few-shot: mmfewshot's MetaTestEvalHook, :class:`~fewray.platform.validation.MetaValidator`)
+and reports a checkpoint
 (model, optimizer, scheduler, step, config). Ray keeps the best checkpoints by
 ``val.metric`` (default ``accuracy_mean``) plus the latest; a restarted worker or a re-run with the same
 ``output_dir`` resumes from the latest checkpoint.
@@ -13,7 +14,8 @@ Episodic models (ProtoNet, MatchingNet, RelationNet, MAML, MetaBaseline) get one
 (``train_on_batches``: Baseline, Baseline++, NegMargin) are pre-trained on all base classes with
 shuffled labelled batches of ``train.batch_size``: ``model(mode='train', img, gt_label)``; their head's
 ``num_classes`` defaults to the train split's class count (:func:`resolve_base_classes`). Both are
-meta-validated the same way.
+meta-validated the same way. Other tasks (self-supervised, multi-label) stream their own batches
+(:mod:`fewray.tasks`); the multi-label task validates by mAP on the ``val`` split's images.
 """
 
 from __future__ import annotations
@@ -41,15 +43,13 @@ from fewray.platform.base_classes import resolve_base_classes
 from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
 from fewray.platform.cli import check_output_dir
-from fewray.platform.data.catalog import load_split, read_catalog_info, read_labels
-from fewray.platform.data.episodes import EpisodicSampler
+from fewray.platform.data.catalog import read_catalog_info, read_labels
 from fewray.platform.errors import CheckpointError, Interrupted
-from fewray.platform.features import channels_last, extract_features
-from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
-from fewray.platform.metatest import evaluate_tasks
+from fewray.platform.features import channels_last
 from fewray.platform.preflight import (check_image_size, check_resources, check_same_identity, fingerprint,
                                        identity)
 from fewray.platform.runtime import init_ray
+from fewray.platform.validation import MetaValidator  # noqa: F401  (re-exported: its home before the task hook)
 from fewray.tasks import task_for
 # MLflow, matplotlib and YAML are imported where they are used: every Ray Train worker imports this module
 # (train_loop_per_worker), and only the driver and rank 0 need them (mlflow alone costs seconds to import).
@@ -61,39 +61,18 @@ SPOOL_FILE = "unsent_metrics.jsonl"
 _CKPT_DIR = re.compile(r"^checkpoint_(\d+)$")
 
 
-class MetaValidator:
-    """Meta-validation on a frozen copy of the features of a split (mmfewshot's MetaTestEvalHook).
-
-    Args:
-        cfg (ExperimentConfig): uses ``data`` and ``val`` (split, ways, shots, queries, num_tasks, seed).
-    """
-
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        self.cfg = cfg
-        data = load_split(cfg.data.root, cfg.val.split, cfg.data.channels)
-        self.images, self.labels = data.images, data.labels
-
-    def __call__(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
-        """``{"accuracy_mean", "accuracy_std", "ci95"}`` in percent; leaves ``model`` in train mode.
-
-        A model that adapts its backbone per task (MAML, ``frozen_backbone_at_test = False``) is
-        validated on the images, the others on one feature pass over the split.
-        """
-        v = self.cfg.val
-        if getattr(model, "frozen_backbone_at_test", True):
-            inputs = extract_features(model, self.images, v.batch_size, str(device)).cpu()
-        else:
-            inputs = torch.from_numpy(self.images)
-        accs = evaluate_tasks(model, inputs, self.labels, v.ways, v.shots, v.queries, v.seed, range(v.num_tasks), v.split)
-        model.train()
-        metrics = FewShotAccuracy().compute(accs)  # one shard: the evaluator of the meta-test fan-out
-        return {k: metrics[k] for k in ("accuracy_mean", "accuracy_std", "ci95")}
-
-
 def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """The optimizer and step-decay scheduler of ``cfg.train``."""
+    """The optimizer and step-decay scheduler of ``cfg.train`` (one parameter group per ``optimizer.lr_mult``
+    multiplier when it is set: a parameter takes the multiplier of the longest key its name contains)."""
     o = cfg.train.optimizer
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: Any = [p for p in model.parameters() if p.requires_grad]
+    if o.lr_mult:
+        keys = sorted(o.lr_mult, key=len, reverse=True)
+        groups: dict[float, list] = {}
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                groups.setdefault(next((o.lr_mult[k] for k in keys if k in name), 1.0), []).append(p)
+        params = [{"params": ps, "lr": o.lr * mult} for mult, ps in groups.items()]
     if o.type == "SGD":
         opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     else:
@@ -184,7 +163,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         pg = ray.util.get_current_placement_group()
         if pg is not None:
             Path(loop_cfg["placement_group_file"]).write_text(pg.id.hex())
-    validator = MetaValidator(cfg) if rank == 0 else None
+    task = task_for(cfg)
+    validator = task.validator(cfg) if rank == 0 else None
     logger = None
     if rank == 0 and loop_cfg.get("run_id"):
         from fewray.platform.tracking import MetricLogger
@@ -199,7 +179,6 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     last_loss = float("nan")
     seen, t_last = 0, time.perf_counter()
     shard = ray.train.get_dataset_shard("train")
-    task = task_for(cfg)
     for batch in shard.iter_torch_batches(batch_size=1, prefetch_batches=4, device=device):
         if skip > 0:
             skip -= 1
@@ -238,8 +217,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                     logger.log({f"val_{k}": v for k, v in val.items()}, step)
                     logger.flush()
                 # progress in the terminal (fewray's log lines reach the driver; Ray's own stay in its logs)
-                log.info("step %d/%d: training loss %.4f, meta-validation accuracy %.2f%% ± %.2f", step,
-                         tc.num_steps, last_loss, val["accuracy_mean"], val["ci95"])
+                log.info("step %d/%d: training loss %.4f, %s", step, tc.num_steps, last_loss, task.val_line(val))
                 with tempfile.TemporaryDirectory() as d:
                     save_checkpoint(
                         d,
@@ -317,8 +295,9 @@ def best_checkpoint(output_dir: str | Path, metric: str = "accuracy_mean", mode:
 
 
 def check_training_data(cfg: ExperimentConfig) -> None:
-    """Fail fast (one-line error) when the train or val split cannot serve the configured episodes or batches,
-    or a weight file the model starts from (e.g. MetaBaseline's ``pretrained_backbone``) is missing.
+    """Fail fast (one-line error) when the train or val split cannot serve the configured episodes or batches
+    (the task's ``check_data`` and ``check_val_data``), or a weight file the model starts from (e.g. MetaBaseline's
+    ``pretrained_backbone``) is missing.
 
     Raises:
         DataError: a split cannot serve the episodes / batches; CheckpointError: a missing start weight file.
@@ -332,9 +311,9 @@ def check_training_data(cfg: ExperimentConfig) -> None:
                 resolve_checkpoint(extra[key])
             except CheckpointError as exc:
                 raise CheckpointError(f"model.{key}: {exc}") from None
-    v = cfg.val
-    task_for(cfg).check_data(cfg)
-    EpisodicSampler(read_labels(cfg.data.root, v.split), v.ways, v.shots, v.queries, v.seed, v.split)
+    task = task_for(cfg)
+    task.check_data(cfg)
+    task.check_val_data(cfg)
 
 
 def training_identity(cfg: ExperimentConfig, cfg_dict: dict[str, Any]) -> dict[str, Any]:
@@ -469,7 +448,9 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
 
     Returns:
         The content of ``train_result.json``: ``best_checkpoint`` (path of ``checkpoint.pt``),
-        ``best_step``, ``best_val_accuracy_mean``, ``best_val_ci95``, ``latest_checkpoint``,
+        ``best_step``, ``best_val_<metric>`` for the task's ``summary_metrics`` (few-shot: ``best_val_accuracy_mean``,
+        ``best_val_ci95``; multi-label: ``best_val_mAP``, ``best_val_CF1``, ``best_val_OF1``), ``best_metric``
+        (``val.metric``, its mode and best value), ``latest_checkpoint``,
         ``num_steps``, ``train_seconds`` (all the training time of the output directory's finished runs: a re-run
         of a finished run adds its own seconds to the earlier ones), ``mlflow_run_id``, ``tracking_uri``.
 
@@ -521,18 +502,18 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
         seconds = earlier_seconds + time.perf_counter() - t0
         best_dir, best = best_checkpoint(output_dir, cfg.val.metric, cfg.val.mode)
         newest_dir, _ = latest_checkpoint(output_dir)
-        mlflow.log_metrics(
-            {"best_val_accuracy_mean": best["accuracy_mean"], "best_val_ci95": best["ci95"], "train_seconds": seconds}
-        )
+        task = task_for(cfg)
+        best_val = {f"best_val_{k}": float(best[k]) for k in task.summary_metrics}  # few-shot: accuracy_mean, ci95
+        mlflow.log_metrics({**best_val, "train_seconds": seconds})
         mlflow.log_artifact(str(best_dir / CHECKPOINT_FILE), "checkpoint")
-        history = metric_history(mlflow.tracking.MlflowClient(uri), run.info.run_id, ["loss", "accuracy", "val_accuracy_mean"])
+        shown = task.summary_metrics[0]  # the right panel's validation metric (few-shot: accuracy_mean)
+        history = metric_history(mlflow.tracking.MlflowClient(uri), run.info.run_id, ["loss", "accuracy", f"val_{shown}"])
         with tempfile.TemporaryDirectory() as d:
-            mlflow.log_artifact(str(plot_training_curves(history, Path(d) / "training_curves.png")), "plots")
+            mlflow.log_artifact(str(plot_training_curves(history, Path(d) / "training_curves.png", shown)), "plots")
         summary = {
             "best_checkpoint": str(best_dir / CHECKPOINT_FILE),
             "best_step": int(best["step"]),
-            "best_val_accuracy_mean": float(best["accuracy_mean"]),
-            "best_val_ci95": float(best["ci95"]),
+            **best_val,
             "best_metric": {"name": cfg.val.metric, "mode": cfg.val.mode, "value": float(best[cfg.val.metric])},
             "latest_checkpoint": str((newest_dir or best_dir) / CHECKPOINT_FILE),
             "num_steps": tc.num_steps,

@@ -2,26 +2,28 @@
 
 A :class:`~fewray.tasks.base.TrainingTask` says how Ray Data streams its training batches, which keyword
 arguments the model's training call takes from a batch (the call returns a dict of losses: torchvision's
-convention, summed for the step and each logged), what the throughput is counted in, and which model the
-meta-validation evaluates. A model class names its task with the class attribute ``train_task``
-(default ``"episodes"``).
+convention, summed for the step and each logged), what the throughput is counted in, and how the model is
+validated during training (``validator(cfg)``: default few-shot meta-validation; ``eval_model``,
+``val_metrics``). A model class names its task with the class attribute ``train_task`` (default ``"episodes"``).
 
-=============  ======================================================  ===========================================
-task           batches (Ray Data)                                      models
-=============  ======================================================  ===========================================
-``episodes``   N-way K-shot Q-query episodes (EpisodeBuilder)          ProtoNet, MatchingNet, RelationNet, MAML, ...
-``batches``    shuffled labelled batches of all base classes           Baseline, Baseline++, NegMargin, ArcFace
-``multiview``  two augmented views per image, labels unused            SimCLR (self-supervised)
-=============  ======================================================  ===========================================
+===============  ====================================================  ===========================================
+task             batches (Ray Data)                                    models
+===============  ====================================================  ===========================================
+``episodes``     N-way K-shot Q-query episodes (EpisodeBuilder)        ProtoNet, MatchingNet, RelationNet, MAML, ...
+``batches``      shuffled labelled batches of all base classes         Baseline, Baseline++, NegMargin, ArcFace
+``multiview``    two augmented views per image, labels unused          SimCLR (self-supervised)
+``multi_label``  shuffled batches with multi-hot targets, validated    ImageClassifier with a multi-label head
+                 by mAP on the val split's images
+===============  ====================================================  ===========================================
 
 Example::
 
     >>> from fewray.tasks import TASKS
     >>> sorted(TASKS.list())
-    ['batches', 'episodes', 'multiview']
+    ['batches', 'episodes', 'multi_label', 'multiview']
 """
 
 from fewray.tasks.base import TASKS, TrainingTask, task_for, task_for_class
-from fewray.tasks import fewshot, selfsup  # noqa: F401,E402  (registers the tasks)
+from fewray.tasks import fewshot, multi_label, selfsup  # noqa: F401,E402  (registers the tasks)
 
 __all__ = ["TASKS", "TrainingTask", "task_for", "task_for_class"]

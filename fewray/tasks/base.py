@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from fewray.core.registry import Registry
 
@@ -24,13 +24,20 @@ TASKS = Registry("training task")
 
 
 class TrainingTask:
-    """How one kind of training gets its data and calls its model.
+    """How one kind of training gets its data, calls its model and validates it.
 
     Attributes:
         rate_name (str): the throughput metric logged to MLflow (``episodes_per_second``, ``batches_per_second``).
+        val_name (str): what validation is called in messages (``meta-validation``, ``validation``).
+        val_metrics (tuple[str, ...]): the metrics :meth:`validator` reports; ``val.metric`` must be one.
+        summary_metrics (tuple[str, ...]): the validation metrics of the best checkpoint that ``train_result.json``
+            and MLflow hold as ``best_val_<name>``.
     """
 
     rate_name = "steps_per_second"
+    val_name = "meta-validation"
+    val_metrics: tuple[str, ...] = ("accuracy_mean", "accuracy_std", "ci95")
+    summary_metrics: tuple[str, ...] = ("accuracy_mean", "ci95")
 
     def dataset(self, cfg: "ExperimentConfig", start: int, stop: int) -> "ray.data.Dataset":
         """A Ray Dataset of the training steps ``start..stop-1`` (one row per step), rebuilt from ``(seed, id)``
@@ -52,6 +59,41 @@ class TrainingTask:
     def eval_model(self, model: "torch.nn.Module") -> "torch.nn.Module":
         """The model meta-validation evaluates (the model itself for few-shot classifiers)."""
         return model
+
+    def check_val_data(self, cfg: "ExperimentConfig") -> None:
+        """Fail before any work when the ``val.split`` cannot serve validation; default: ``val.ways``-way
+        ``val.shots + val.queries``-image episodes (few-shot meta-validation).
+
+        Raises:
+            DataError: a missing split, too few classes, or a class with too few images (naming it).
+        """
+        from fewray.platform.data.catalog import read_labels
+        from fewray.platform.data.episodes import EpisodicSampler
+
+        v = cfg.val
+        EpisodicSampler(read_labels(cfg.data.root, v.split), v.ways, v.shots, v.queries, v.seed, v.split)
+
+    def validator(self, cfg: "ExperimentConfig") -> Callable[["torch.nn.Module", Any], dict[str, float]]:
+        """What rank 0 runs every ``train.val_interval`` steps: ``validator(model, device) -> {metric: value}``
+        (every name of :attr:`val_metrics`), called with :meth:`eval_model` of the model under training, which it
+        leaves in train mode. Built once per training run (it may load the validation split).
+
+        Default: few-shot meta-validation, :class:`fewray.platform.validation.MetaValidator` (episodes of
+        ``val.split`` on one feature pass; ``accuracy_mean``, ``accuracy_std``, ``ci95``).
+        """
+        from fewray.platform.validation import MetaValidator
+
+        return MetaValidator(cfg)
+
+    def val_line(self, val: dict[str, float]) -> str:
+        """The validation result in the training progress line (after ``step S/N: training loss L, ``).
+
+        Example::
+
+            >>> TrainingTask().val_line({"accuracy_mean": 71.234, "accuracy_std": 9.1, "ci95": 0.8})
+            'meta-validation accuracy 71.23% ± 0.80'
+        """
+        return f"meta-validation accuracy {val['accuracy_mean']:.2f}% ± {val['ci95']:.2f}"
 
 
 def task_for_class(cls: type) -> TrainingTask:

@@ -332,8 +332,23 @@ def read_columns(path: str, columns: list[str]) -> pa.Table:
         raise DataError(f"catalog file {path} is not a Parquet file ({type(error).__name__}: {detail})") from None
     missing = [c for c in columns if c not in names]
     if missing:
-        raise DataError(f"catalog file {path} has no column '{missing[0]}' (columns: {', '.join(names) or 'none'})")
+        raise DataError(f"catalog file {path} has no column '{missing[0]}' (columns: {', '.join(names) or 'none'})"
+                        f"{_task_hint(path, missing[0])}")
     raise DataError(f"cannot read catalog file {path}: {_short(error)}") from None
+
+
+def _task_hint(path: str, column: str) -> str:
+    """Why a local catalog file lacks the few-shot ``label`` column when its catalog is a multi-label one, else ``""``."""
+    if column != "label" or "://" in path:
+        return ""
+    try:
+        info = json.loads(Path(path).parent.joinpath(CATALOG_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(info, dict) or info.get("task") != "multi_label":
+        return ""
+    return (f": {Path(path).parent} is a multi-label catalog (catalog.json task: multi_label, a label set per image), "
+            f"not one class per image; train a multi-label model on it (configs/multi_label/)")
 
 
 def _labels(table: pa.Table, path: str) -> np.ndarray:
@@ -403,8 +418,25 @@ def load_split(root: str, split: str, channels: int = 1, cache: bool = True) -> 
     class_names = [""] * (int(labels.max()) + 1 if len(labels) else 0)
     for lab, name in zip(labels.tolist(), names):
         class_names[lab] = name
+    images = read_split_images(root, split, channels, len(labels), cache)
+    return SplitData(images=images, labels=labels, class_names=class_names)
+
+
+def read_split_images(root: str, split: str, channels: int, num_images: int, cache: bool = True) -> np.ndarray:
+    """The decoded ``image`` column of a split, ``(N, C, H, W)`` uint8, through the ``.decoded/`` cache (see
+    :func:`load_split`, which reads a few-shot split's labels beside it; a multi-label split reads its label sets).
+
+    Args:
+        root: catalog directory or URI; split: the split; channels: 1 or 3; num_images: the split's row count
+            (a cached array of another length is decoded again); cache: use and fill the decoded cache.
+
+    Raises:
+        DataError: a missing split, a file without an ``image`` column, an image that cannot be decoded, or
+            images of different sizes.
+    """
+    path = _split_path(root, split)
     cached = _decoded_cache_path(path, channels) if cache else None
-    images = _read_cache(cached, len(labels)) if cached is not None else None
+    images = _read_cache(cached, num_images) if cached is not None else None
     if images is None:
         blobs = read_columns(path, ["image"]).column("image").to_pylist()
         try:
@@ -415,7 +447,7 @@ def load_split(root: str, split: str, channels: int = 1, cache: bool = True) -> 
             raise DataError(f"images of split '{split}' in {root} differ in size: {exc}") from None
         if cached is not None:
             _write_cache(cached, images)
-    return SplitData(images=images, labels=labels, class_names=class_names)
+    return images
 
 
 def _read_cache(cached: Path, num_images: int) -> np.ndarray | None:

@@ -14,7 +14,10 @@ ids mapped by a :class:`BatchBuilder`; each row is one shuffled labelled batch:
 - ``batch_id`` ``()`` int64
 - ``img`` ``(B, C, H, W)`` uint8, ``gt_label`` ``(B,)`` int64 (the split's class index, ``0..C-1``)
 
-Both apply the config's training augmentation (:mod:`fewray.platform.data.transforms`) per image,
+Multi-label batches (:func:`multi_label_dataset`, :class:`~fewray.platform.data.multi_label.MultiLabelBatchBuilder`)
+are the same shuffled batches with ``gt_label`` ``(B, C)`` int8 rows of the multi-hot target matrix.
+
+All apply the config's training augmentation (:mod:`fewray.platform.data.transforms`) per image,
 seeded by the episode / batch id. Ray Train splits the stream across its workers (``get_dataset_shard``).
 """
 
@@ -138,6 +141,19 @@ def multiview_dataset(
 
     return _id_stream(start, stop, MultiViewBuilder, builder_cpus, dict(
         root=root, split=split, channels=channels, batch_size=batch_size, seed=seed, image_size=image_size))
+
+
+def multi_label_dataset(
+    root: str, split: str, batch_size: int, seed: int, start: int, stop: int, num_classes: int | None = None,
+    builder_cpus: float = 0.0, augment: str = "none", image_size: int = 224,
+) -> "ray.data.Dataset":
+    """A Ray Dataset of multi-label batches ``start..stop-1`` (one row per batch, ``img`` uint8 ``(B, 3, S, S)``
+    and ``gt_label`` int8 ``(B, C)``; see :class:`fewray.platform.data.multi_label.MultiLabelBatchBuilder`)."""
+    from fewray.platform.data.multi_label import MultiLabelBatchBuilder
+
+    return _id_stream(start, stop, MultiLabelBatchBuilder, builder_cpus, dict(
+        root=root, split=split, batch_size=batch_size, seed=seed, num_classes=num_classes, augment=augment,
+        image_size=image_size))
 
 
 def _id_stream(start: int, stop: int, builder: type, builder_cpus: float, kwargs: dict) -> "ray.data.Dataset":

@@ -18,8 +18,8 @@ rotations as classes) lives in :mod:`fewray.platform.data.omniglot`.
 
 Multi-label catalogs (one label *set* per image, no ``label`` column) come from detection annotations, COCO
 JSON (official, Roboflow, one file) or Pascal VOC XML: :data:`MULTI_LABEL_SOURCES`
-(:mod:`fewray.platform.data.sources.multilabel`). They are not in :data:`SOURCES` (the few-shot sources
-that ``prepare_data.py`` offers) until ``prepare_data.py`` has a choice for them.
+(:mod:`fewray.platform.data.sources.multilabel`); ``prepare_data.py multilabel`` makes them (its ``--split-file``
+names each split's annotation files, e.g. ``configs/multi_label/coco_split.yaml``).
 
 Example::
 
@@ -53,9 +53,9 @@ MULTI_LABEL_SOURCES = {
     "multilabel": prepare_multilabel,
 }
 
-#: default output side per source (natural images 84, CIFAR-FS its native 32)
+#: default output side per source (natural images 84, CIFAR-FS its native 32, multi-label 224: ImageNet backbones)
 DEFAULT_IMAGE_SIZE = {"mini_imagenet": 84, "tiered_imagenet": 84, "cub": 84, "cifar_fs": 32, "folder": 84,
-                      "caltech101": 84}
+                      "caltech101": 84, "multilabel": 224}
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",

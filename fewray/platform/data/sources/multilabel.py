@@ -11,8 +11,33 @@ that matches ``SOURCE``):
   (``bccd/BCCD/``), splits from ``ImageSets/Main/{train,val,test}.txt``.
 
 A COCO image file is looked up as ``file_name`` relative to the JSON's folder, ``SOURCE``, ``SOURCE/<split>/``,
-``SOURCE/images/<split>/`` and ``SOURCE/images/`` (in that order). ``splits={"train": "a.json", "val": ...}``
+``SOURCE/images/<split>/`` and ``SOURCE/images/`` (in that order), and, for a JSON in an ``annotations/``
+folder, ``<release>/<split>/`` and ``<release>/images/<split>/`` (``<release>`` the folder above
+``annotations/``, ``<split>`` the JSON's name after ``instances_``). ``splits={"train": "a.json", "val": ...}``
 (paths relative to ``SOURCE``; ``.txt`` files are VOC image sets) overrides the detection.
+
+**Split files** (COCO only; ``prepare_data.py multilabel --split-file``, :func:`read_annotation_split_file`):
+a split may list several annotation files, and a file may give a part of its images, so that one catalog
+draws on several releases (``configs/multi_label/coco_split.yaml``: coco128 + coco_mini's train2017 for
+``train``, coco_mini's val2017 cut in two for ``val`` and ``test``)::
+
+    dataset: coco_ml                       # catalog.json's "dataset" (optional)
+    train:
+      - coco128/instances_coco128.json     # paths relative to SOURCE
+      - coco_mini/annotations/instances_train2017.json
+    val:
+      - {file: coco_mini/annotations/instances_val2017.json, part: 1/2}
+    test:
+      - {file: coco_mini/annotations/instances_val2017.json, part: 2/2}
+
+``part: k/n`` is the ``k``-th of ``n`` contiguous, nearly equal parts of the file's images sorted by image id
+(numerically when every id is a number): a deterministic cut that any machine repeats.
+
+**One photo, once.** An image is identified by its id and its file's name: COCO's ids are global and its file
+names are the zero-padded id, so coco128 and coco_mini (both drawn from COCO 2017) name a shared photo alike;
+Roboflow exports restart their ids in every file but not their file names. An image listed by two files of one
+split is kept once (the first file's; ``duplicates_dropped`` counts the others); an image in two splits is an
+error (the catalog would test on training images).
 
 **Split names.** From the file (COCO: the name after ``instances_``; Roboflow: the folder; VOC: the image set)
 with a trailing year dropped and ``valid``/``validation`` read as ``val``: ``train2017`` -> ``train``. A single
@@ -36,8 +61,8 @@ a class present *only* as difficult objects of an image goes to ``difficult_labe
 model must learn to say "none of these"; ``drop_empty=True`` leaves them out. ``catalog.json`` counts them.
 
 **Schema** (one Parquet table per split; unlike the few-shot catalogs there is **no** ``label`` column, so the
-few-shot readers (``load_split``, ``read_labels``) refuse a multi-label catalog with "has no column 'label'"
-instead of reading one class per image):
+few-shot readers (``load_split``, ``read_labels``) refuse a multi-label catalog with "has no column 'label' ...:
+ROOT is a multi-label catalog" instead of reading one class per image):
 
 - ``image`` (binary): the ``image_size x image_size`` RGB image, PNG (default) or JPEG bytes;
 - ``labels`` (list<int32>): sorted class indices ``0..C-1`` of the image's objects (may be empty);
@@ -46,9 +71,13 @@ instead of reading one class per image):
 - ``image_id`` (string): the COCO image id (decimal) or the VOC file id;
 - ``file_name`` (string): the image file, relative to ``SOURCE``.
 
+The ``multi_label`` training task reads it with :func:`fewray.platform.data.multi_label.load_multi_label_split`
+(images and a multi-hot target matrix).
+
 ``catalog.json``: ``dataset``, ``task: "multi_label"``, ``format`` (``coco``/``voc``), ``classes``,
 ``num_classes``, ``category_ids`` (COCO), ``image_size``, ``channels`` (3), ``resize_mode``, ``image_format``,
-and per split ``images``, ``images_without_objects``, ``dropped_without_objects``, ``positives_per_class``.
+and per split ``images``, ``images_without_objects``, ``dropped_without_objects``, ``positives_per_class``, and,
+from a split file, ``files`` (``FILE`` or ``FILE part k/n``, relative to ``SOURCE``) and ``duplicates_dropped``.
 """
 
 from __future__ import annotations
@@ -122,6 +151,117 @@ def _one_split(found: dict[str, list[Path]]) -> dict[str, Path]:
             raise DataError(f"two annotation files for split '{name}': {paths[0]} and {paths[1]} "
                             f"(choose with splits={{'{name}': FILE}})")
     return {name: paths[0] for name, paths in sorted(found.items())}
+
+
+#: a part of an annotation file's images: ``(k, n)``, the ``k``-th (1-based) of ``n`` parts
+Part = tuple[int, int]
+
+
+def parse_part(value: Any, where: str) -> Part:
+    """``"k/n"`` (or ``[k, n]``) -> ``(k, n)``: the ``k``-th of ``n`` parts of a file's images (``1 <= k <= n``).
+
+    Raises:
+        DataError: anything else, naming ``where``.
+
+    Example::
+
+        >>> parse_part("1/2", "split 'val'"), parse_part([2, 2], "split 'test'")
+        ((1, 2), (2, 2))
+    """
+    parts = value.split("/") if isinstance(value, str) else value
+    try:
+        k, n = (int(str(x).strip()) for x in parts)
+    except (TypeError, ValueError):
+        k = n = 0
+    if not 1 <= k <= n:
+        raise DataError(f"{where}: part must be 'k/n' with 1 <= k <= n (the k-th of n parts of the file's images "
+                        f"sorted by image id), got {value!r}")
+    return k, n
+
+
+def split_entries(splits: dict[str, Any]) -> dict[str, list[tuple[str, Part | None]]]:
+    """``{split: [(annotation file, part or None), ...]}`` from the ``splits`` argument of
+    :func:`prepare_multilabel`: per split a file, or a list of files and ``{file: FILE, part: "k/n"}`` entries
+    (or of ``(file, part)`` pairs, this function's own output).
+
+    Raises:
+        DataError: a split with no file, an entry that is neither a path nor ``{file, part}``, a bad part.
+
+    Example::
+
+        >>> split_entries({"train": "a.json", "val": [{"file": "b.json", "part": "1/2"}]})
+        {'train': [('a.json', None)], 'val': [('b.json', (1, 2))]}
+    """
+    if not isinstance(splits, dict) or not splits:
+        raise DataError(f"splits must map split names to annotation files, got {splits!r:.80}")
+    out: dict[str, list[tuple[str, Part | None]]] = {}
+    for name, value in splits.items():
+        where = f"split '{name}'"
+        entries = value if isinstance(value, list) else [value]
+        if not entries:
+            raise DataError(f"{where} lists no annotation file")
+        out[str(name)] = []
+        for entry in entries:
+            if isinstance(entry, (str, Path)) and str(entry):
+                out[str(name)].append((str(entry), None))
+            elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], (str, Path)):  # normalised
+                out[str(name)].append((str(entry[0]), None if entry[1] is None else parse_part(entry[1], where)))
+            elif isinstance(entry, dict) and isinstance(entry.get("file"), str) and set(entry) <= {"file", "part"}:
+                part = parse_part(entry["part"], where) if "part" in entry else None
+                out[str(name)].append((entry["file"], part))
+            else:
+                raise DataError(f"{where}: expected an annotation file or {{file: FILE, part: k/n}}, got {entry!r:.80}")
+    return out
+
+
+def read_annotation_split_file(path: str | Path) -> tuple[dict[str, list[tuple[str, Part | None]]], str | None]:
+    """A multi-label split file (YAML or JSON; module docstring): ``(split entries, dataset name or None)``.
+
+    Raises:
+        DataError: a missing or unparsable file, a top level that is not a mapping, a ``dataset`` that is not a
+            string, or :func:`split_entries`' errors.
+
+    Example::
+
+        >>> entries, name = read_annotation_split_file("configs/multi_label/coco_split.yaml")
+        >>> name, sorted(entries), entries["test"]
+        ('coco_ml', ['test', 'train', 'val'], [('coco_mini/annotations/instances_val2017.json', (2, 2))])
+    """
+    import yaml
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"split file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())  # JSON is YAML
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot parse split file {path}: {' '.join(str(exc).split())[:160]}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"split file {path}: expected a mapping of split name to annotation files")
+    dataset = raw.pop("dataset", None)
+    if dataset is not None and (not isinstance(dataset, str) or not dataset.strip()):
+        raise DataError(f"split file {path}: dataset must be a name, got {dataset!r}")
+    try:
+        return split_entries(raw), dataset
+    except DataError as exc:
+        raise DataError(f"split file {path}: {exc}") from None
+
+
+def select_part(items: list[_Item], part: Part) -> list[_Item]:
+    """Part ``k`` of ``n`` of ``items`` sorted by image id (numerically when every id is a number): contiguous,
+    nearly equal parts (sizes differ by at most one).
+
+    Example::
+
+        >>> items = [_Item(Path(f"{i}.jpg"), str(i), f"{i}.jpg") for i in (30, 4, 100, 7, 5)]
+        >>> [it.image_id for it in select_part(items, (1, 2))], [it.image_id for it in select_part(items, (2, 2))]
+        (['4', '5'], ['7', '30', '100'])
+    """
+    k, n = part
+    numeric = all(it.image_id.isdigit() for it in items)
+    ordered = sorted(items, key=lambda it: (int(it.image_id), it.image_id) if numeric else (0, it.image_id))
+    bounds = [round(i * len(ordered) / n) for i in range(n + 1)]
+    return ordered[bounds[k - 1]:bounds[k]]
 
 
 def _voc_root(source: Path) -> Path | None:
@@ -223,6 +363,8 @@ def _coco_categories(path: Path, data: dict) -> dict[int, str]:
 def _coco_image_dirs(path: Path, source: Path) -> list[Path]:
     stem = re.sub(r"^instances_", "", path.stem)
     dirs = [path.parent, source, source / stem, source / "images" / stem, source / "images"]
+    if path.parent.name == "annotations":  # the official layout, inside SOURCE (a split file naming its JSON)
+        dirs += [path.parent.parent / stem, path.parent.parent / "images" / stem]
     return list(dict.fromkeys(dirs))
 
 
@@ -344,7 +486,7 @@ def prepare_multilabel(
     resize_mode: str = "stretch",
     image_format: str = "png",
     progress: Callable[[int], None] | None = None,
-    splits: dict[str, str] | None = None,
+    splits: dict[str, Any] | None = None,
     drop_empty: bool = False,
     dataset: str | None = None,
 ) -> dict[str, Any]:
@@ -357,7 +499,8 @@ def prepare_multilabel(
             image_format: ``png`` (default) or ``jpeg``; see :func:`~fewray.platform.data.sources._common.resize_image`.
         progress: called with 1 after each image.
         splits: ``{split: annotation file relative to source}`` instead of the detected ones (COCO ``.json`` or
-            VOC image-set ``.txt``).
+            VOC image-set ``.txt``); for COCO, a split may also list several files and ``{file: FILE, part: "k/n"}``
+            entries (the module docstring's split files; :func:`read_annotation_split_file` reads one).
         drop_empty: leave out images without any object (default False: keep them with empty label sets).
         dataset: the ``dataset`` entry of ``catalog.json`` (default: the source folder's name).
 
@@ -368,7 +511,8 @@ def prepare_multilabel(
         DataError: ``out`` may not be written (checked first, before anything is read); a missing source or
             annotation file; annotations without categories or without any object ("a multi-label catalog
             needs labels"); invalid JSON/XML; an annotation of an unknown category or image; a missing image
-            file; splits' files that disagree on a category's name; a bad size, mode or format. Nothing is
+            file; splits' files that disagree on a category's name; an image id in two splits; several files or
+            parts of a split that are not COCO JSON; a bad size, mode or format. Nothing is
             written to ``out`` then, and every annotation is checked before the first image is read.
 
     Example::
@@ -380,25 +524,56 @@ def prepare_multilabel(
     source = require_dir(Path(source).expanduser(), "multi-label source directory")
     check_output_dir(out, (source,))
     check_image_options(image_size, resize_mode, image_format)
-    fmt, files, root = find_annotations(source, splits)
+    entries = split_entries(splits) if splits else None
+    if entries is None or all(len(v) == 1 and v[0][1] is None for v in entries.values()):
+        fmt, files, root = find_annotations(source, {k: v[0][0] for k, v in entries.items()} if entries else None)
+        sources = {split: [(path, None)] for split, path in files.items()}
+    else:  # several files or parts of a split: COCO JSON only
+        fmt, root, sources = "coco", source, {}
+        for name, listed in entries.items():
+            sources[name] = []
+            for rel, part in listed:
+                path = Path(rel) if Path(rel).is_absolute() else source / rel
+                if not path.is_file():
+                    raise DataError(f"annotation file not found: {path} (split '{name}')")
+                if path.suffix.lower() != ".json":
+                    raise DataError(f"split '{name}': several annotation files or parts work for COCO .json files "
+                                    f"only, got {path}")
+                sources[name].append((path, part))
     info: dict[str, Any] = {"dataset": dataset or source.name, "task": "multi_label", "format": fmt}
+    duplicates: dict[str, int] = {}
     if fmt == "coco":
         names: dict[int, str] = {}
-        parsed = {split: _load_json(path) for split, path in files.items()}
-        for split, path in files.items():
-            for cid, name in _coco_categories(path, parsed[split]).items():
+        parsed = {path: _load_json(path) for listed in sources.values() for path, _ in listed}
+        for path, data in parsed.items():
+            for cid, name in _coco_categories(path, data).items():
                 if names.setdefault(cid, name) != name:
                     raise DataError(f"annotation files disagree on category {cid}: '{names[cid]}' and '{name}' "
                                     f"({path})")
         ids = sorted(names)
         index = {cid: i for i, cid in enumerate(ids)}
-        items = {split: read_coco(path, parsed[split], source, index) for split, path in files.items()}
+        items, owner = {}, {}
+        for split, listed in sources.items():
+            items[split], duplicates[split] = [], 0
+            for path, part in listed:
+                found = read_coco(path, parsed[path], source, index)
+                for it in select_part(found, part) if part else found:
+                    key = (it.image_id, Path(it.file_name).name)  # one photo (module docstring)
+                    if owner.get(key, (split,))[0] != split:
+                        raise DataError(f"image id {it.image_id} ({key[1]}) is in split '{owner[key][0]}' "
+                                        f"({owner[key][1]}) and in split '{split}' ({path}): a catalog must not "
+                                        f"test on its training images")
+                    if key in owner:
+                        duplicates[split] += 1
+                        continue
+                    owner[key] = (split, path)
+                    items[split].append(it)
         classes = [names[c] for c in ids]
         info["category_ids"] = ids
         info["protocol"] = ("labels = the categories of each image's COCO annotations (crowd ones included), "
                             "classes = the JSON's categories sorted by id")
     else:
-        classes, items = read_voc(root, files, source)
+        classes, items = read_voc(root, {split: listed[0][0] for split, listed in sources.items()}, source)
         info["protocol"] = ("labels = the object names of each VOC annotation, difficult objects in "
                             "difficult_labels only; classes = the sorted object names")
     info.update(classes=classes, num_classes=len(classes), image_size=image_size, channels=3,
@@ -427,5 +602,9 @@ def prepare_multilabel(
             info["splits"][split] = {"images": len(keep), "images_without_objects": len(empty),
                                      "dropped_without_objects": len(split_items) - len(keep),
                                      "positives_per_class": positives}
+            if entries is not None:  # a split file: which files (and parts) made the split
+                info["splits"][split]["files"] = [_relative(path, source) + (f" part {part[0]}/{part[1]}" if part
+                                                                              else "") for path, part in sources[split]]
+                info["splits"][split]["duplicates_dropped"] = duplicates.get(split, 0)
         write_catalog_info(tmp, info)
     return info

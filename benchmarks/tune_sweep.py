@@ -1,18 +1,21 @@
-"""A Ray Tune sweep of ArcFace's margin, scored by meta-validation accuracy, through ``pipelines/tune.py``.
+"""A Ray Tune sweep through ``pipelines/tune.py``, run as a user would, and its table (one row per trial).
 
-Issue 14 asks for a sweep over something other than a few-shot method's own hyper-parameters: here mmpretrain's
-``ArcFaceClsHead`` margin ``m`` (the pre-training head of ``ArcFaceBaseline``), judged by how well the features it
-trains transfer to new Omniglot characters (5-way 1-shot meta-validation with a fine-tuned cosine head per task).
-The config is ``configs/classification/arcface/conv4_omniglot_tune.yaml`` (4 trials, margins uniform in [0, 0.7],
-random search, no early stopping); the script runs the pipeline as a user would, in its own local Ray, and reads
-``sweep_summary.json`` back.
+Two sweeps ship (issue 14: a sweep over something other than a few-shot method's own accuracy knobs):
 
-Usage (from the repository root, after ``make data``)::
+- ``configs/classification/arcface/conv4_omniglot_tune.yaml``: mmpretrain's ``ArcFaceClsHead`` margin ``m`` (the
+  pre-training head of ``ArcFaceBaseline``), judged by how well the features it trains transfer to new Omniglot
+  characters (5-way 1-shot meta-validation accuracy, a fine-tuned cosine head per task); 4 trials, margins
+  uniform in [0, 0.7], random search, no early stopping;
+- ``configs/multi_label/efficientnet_lite0_coco_frozen_tune.yaml``: a metric that is not few-shot accuracy at all,
+  the multi-label task's validation mAP, over the linear probe's learning rate and weight decay (Optuna, ASHA).
 
-    python benchmarks/sweep_arcface_margin.py        # about 10 min on 2 cores
+Usage (from the repository root, after ``make data``; the multi-label catalog as in that config's header)::
 
-Prints the table and writes ``benchmarks/results/sweep_arcface_margin.{json,md}``; the MLflow store is
-``runs/sweep_arcface_margin/mlflow.db`` (parent run with one nested run per trial).
+    python benchmarks/tune_sweep.py --config configs/classification/arcface/conv4_omniglot_tune.yaml   # ~10 min
+    python benchmarks/tune_sweep.py --config configs/multi_label/efficientnet_lite0_coco_frozen_tune.yaml
+
+Prints the table and writes ``benchmarks/results/sweep_<config name>.{json,md}``; the MLflow store is
+``runs/sweep_<config name>/mlflow.db`` (a parent run with one nested run per trial).
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from runner import pipeline  # noqa: E402
 from fewray.platform.errors import run_cli  # noqa: E402
 
 CONFIG = "configs/classification/arcface/conv4_omniglot_tune.yaml"
-OUT = ROOT / "benchmarks" / "results" / "sweep_arcface_margin"
 
 
 def render(summary: dict, wall_seconds: float, config: str) -> str:
@@ -43,8 +45,7 @@ def render(summary: dict, wall_seconds: float, config: str) -> str:
     trials = sorted(summary["trials"], key=lambda t: [t["params"].get(k) for k in keys])
     info = machine_info()
     lines = [f"Ray Tune sweep of {', '.join(keys)} ({config}): {summary['num_trials']} trials, one at a time; "
-             f"metric: meta-validation {summary['metric']} ({summary['mode']}), 5-way 1-shot, best of the trial's "
-             f"meta-validations. {wall_seconds / 60:.1f} min end to end ({summary['sweep_seconds'] / 60:.1f} in Tune) "
+             f"metric: validation {summary['metric']} ({summary['mode']}), best of the trial's validations. {wall_seconds / 60:.1f} min end to end ({summary['sweep_seconds'] / 60:.1f} in Tune) "
              f"on {info.get('cores', '')} cores {info.get('cpu', '')}, {info.get('date', '')}.", "",
              "| trial | " + " | ".join(keys) + f" | best val {summary['metric']} (%) | ci95 | at step | status |",
              "|---|" + "---|" * (len(keys) + 4)]
@@ -62,10 +63,14 @@ def render(summary: dict, wall_seconds: float, config: str) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=CONFIG)
-    p.add_argument("--runs-dir", default="runs/sweep_arcface_margin")
+    p.add_argument("--runs-dir", default=None, help="default runs/sweep_<config name>")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
-    runs = (ROOT / args.runs_dir).resolve()
+    from fewray.platform.config import load_config
+
+    name = load_config(ROOT / args.config).name
+    runs = (ROOT / (args.runs_dir or f"runs/sweep_{name}")).resolve()
+    out = ROOT / "benchmarks" / "results" / f"sweep_{name}"
     runs.mkdir(parents=True, exist_ok=True)
     sets = [x for o in args.overrides for x in ("--set", o)]
     t0 = time.perf_counter()
@@ -75,11 +80,10 @@ def main(argv=None) -> int:
     summary = json.loads((runs / "sweep" / "sweep_summary.json").read_text())
     table = render(summary, wall, args.config)
     print(table)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.with_suffix(".json").write_text(json.dumps(repo_relative(
+    out.with_suffix(".json").write_text(json.dumps(repo_relative(
         {"config": args.config, "overrides": args.overrides, "wall_seconds": round(wall, 1), "machine": machine_info(),
          "summary": summary}), indent=2, default=str) + "\n")
-    OUT.with_suffix(".md").write_text(table + "\n")
+    out.with_suffix(".md").write_text(table + "\n")
     return 0
 
 
