@@ -39,8 +39,8 @@ from paths import repo_relative  # noqa: E402
 from fewray.algorithms import build_classifier  # noqa: E402
 from fewray.algorithms.heads.prototype_head import neg_sq_euclidean, prototypes  # noqa: E402
 from fewray.platform.checkpoint import load_checkpoint  # noqa: E402
-from fewray.platform.data.catalog import load_split  # noqa: E402
-from fewray.platform.data.episodes import EpisodicSampler  # noqa: E402
+from fewray.data.catalog import load_split  # noqa: E402
+from fewray.data.episodes import EpisodicSampler  # noqa: E402
 from fewray.platform.features import extract_features, to_float  # noqa: E402
 from fewray.platform.metatest import EpisodeSpec, ModelSpec, SplitSpec, run_metatest  # noqa: E402
 

@@ -68,7 +68,7 @@ def label_frequency_baseline(catalog: str, split: str = "test", thr: float = 0.5
     import numpy as np
 
     from fewray.evaluation.multi_label import MultiLabelEvaluator
-    from fewray.platform.data.multi_label import load_multi_label_split
+    from fewray.data.multi_label import load_multi_label_split
 
     train = load_multi_label_split(catalog, "train").targets
     test = load_multi_label_split(catalog, split).targets
@@ -80,7 +80,7 @@ def label_frequency_baseline(catalog: str, split: str = "test", thr: float = 0.5
 def write_results(catalog: str, rows: dict[str, dict], times: dict[str, float]) -> str:
     """Print the table and write ``benchmarks/results/multi_label_coco.{md,json}``; returns the table."""
     from fewray.platform.config import load_config
-    from fewray.platform.data.catalog import read_catalog_info
+    from fewray.data.catalog import read_catalog_info
 
     info = read_catalog_info(catalog)
     counts = {s: v["images"] for s, v in info["splits"].items()}

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 
     from fewray.algorithms import build_classifier
     from fewray.platform.config import load_config
-    from fewray.platform.data.catalog import read_catalog_info
+    from fewray.data.catalog import read_catalog_info
     from fewray.platform.metatest import EpisodeSpec, ModelSpec, SplitInputs, SplitSpec, run_metatest, split_inputs
     from fewray.platform.runtime import init_ray
 

@@ -35,9 +35,9 @@ from paths import repo_relative  # noqa: E402
 from fewray.algorithms import build_classifier  # noqa: E402
 from fewray.algorithms.heads.prototype_head import neg_sq_euclidean, prototypes  # noqa: E402
 from fewray.platform.config import load_config  # noqa: E402
-from fewray.platform.data.catalog import load_split  # noqa: E402
-from fewray.platform.data.episodes import EpisodicSampler  # noqa: E402
-from fewray.platform.data.transforms import Augmenter  # noqa: E402
+from fewray.data.catalog import load_split  # noqa: E402
+from fewray.data.episodes import EpisodicSampler  # noqa: E402
+from fewray.data.transforms import Augmenter  # noqa: E402
 from fewray.platform.features import extract_features, to_float  # noqa: E402
 from fewray.evaluation.fewshot_accuracy import aggregate  # noqa: E402
 from fewray.platform.metatest import evaluate_tasks  # noqa: E402

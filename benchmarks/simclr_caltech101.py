@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     separated = {str(k["shots"]): interval(s)[0] > interval(k)[1] for k, s in zip(rows["random init"], rows["SimCLR"])}
     info = machine_info()
     from fewray.platform.config import load_config
-    from fewray.platform.data.catalog import read_catalog_info
+    from fewray.data.catalog import read_catalog_info
 
     cfg = load_config(REPO / CONFIG, [f"data.root={catalog}"])
     t, test = cfg.train, cfg.test

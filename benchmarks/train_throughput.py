@@ -31,8 +31,8 @@ from paths import repo_relative  # noqa: E402
 
 from fewray.algorithms import build_classifier  # noqa: E402
 from fewray.platform.config import load_config  # noqa: E402
-from fewray.platform.data.catalog import load_split  # noqa: E402
-from fewray.platform.data.episodes import EpisodicSampler  # noqa: E402
+from fewray.data.catalog import load_split  # noqa: E402
+from fewray.data.episodes import EpisodicSampler  # noqa: E402
 from fewray.platform.features import to_float  # noqa: E402
 from fewray.platform.train import make_optimizer, run_metatrain  # noqa: E402
 

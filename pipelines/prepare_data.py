@@ -16,12 +16,12 @@ Usage::
         --split-file configs/multi_label/coco_split.yaml
 
 ``multilabel`` makes a multi-label catalog (a label set per image) from COCO JSON or Pascal VOC XML detection
-annotations (fewray/platform/data/sources/multilabel.py: the release layouts it detects); ``--split-file`` then
+annotations (fewray/data/sources/multilabel.py: the release layouts it detects); ``--split-file`` then
 names the annotation files of each split (paths relative to --source), several per split and parts of a file
 allowed (configs/multi_label/coco_split.yaml: the COCO split of benchmarks/multi_label_coco.py).
 
 The release layouts and class splits are described in README.md ("Datasets") and in
-fewray/platform/data/sources/.
+fewray/data/sources/.
 
 --out must be a new path, an empty directory or a catalog fewray wrote (catalog.json with a "dataset"
 entry, *.parquet files and the .decoded/ cache, nothing else), which is then replaced atomically; it must
@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from fewray.platform.data.catalog import check_output_dir
+    from fewray.data.catalog import check_output_dir
 
     check_output_dir(args.out, (args.source,))  # fail fast: never replace the release or foreign files
     if args.dataset == "omniglot":
-        from fewray.platform.data import omniglot
+        from fewray.data import omniglot
 
         if args.download:
             try:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             size = args.image_size if args.image_size is not None else 28
             info = omniglot.prepare_omniglot(args.source, args.out, size, progress=bar.update)
     else:
-        from fewray.platform.data.sources import DEFAULT_IMAGE_SIZE, MULTI_LABEL_SOURCES, SOURCES
+        from fewray.data.sources import DEFAULT_IMAGE_SIZE, MULTI_LABEL_SOURCES, SOURCES
 
         if args.download:
             raise DataError(f"--download is only available for omniglot; "
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.dataset == "cifar_fs" and args.split_file:
             kwargs["split_dir"] = args.split_file
         elif args.dataset == "multilabel" and args.split_file:
-            from fewray.platform.data.sources.multilabel import read_annotation_split_file
+            from fewray.data.sources.multilabel import read_annotation_split_file
 
             kwargs["splits"], kwargs["dataset"] = read_annotation_split_file(args.split_file)
         prepare = {**SOURCES, **MULTI_LABEL_SOURCES}[args.dataset]

@@ -59,7 +59,7 @@ def once_per_run(tmp_path_factory, name: str, build) -> dict:
 def omniglot_catalog(tmp_path_factory) -> Path:
     """The full Omniglot catalog (Vinyals protocol) built once from the real release zips."""
     assert (OMNIGLOT_RELEASE / "images_background.zip").is_file(), f"real Omniglot release missing in {OMNIGLOT_RELEASE}"
-    from fewray.platform.data.omniglot import prepare_omniglot
+    from fewray.data.omniglot import prepare_omniglot
 
     def build(directory: Path) -> dict:
         prepare_omniglot(OMNIGLOT_RELEASE, directory / "omniglot")

@@ -12,14 +12,14 @@ import torch
 from conftest import CONFIG
 from PIL import Image
 
-from fewray.platform.apis import (
+from fewray.apis import (
     inference_classifier,
     init_classifier,
     load_image,
     process_support_images,
     show_result_pyplot,
 )
-from fewray.platform.data.catalog import load_split
+from fewray.data.catalog import load_split
 from fewray.platform.errors import CheckpointError, ConfigError, DataError
 from fewray.platform.features import to_float
 

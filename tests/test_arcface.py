@@ -309,7 +309,7 @@ def test_arcface_config_pretrains_with_ray_train_and_meta_tests(omniglot_catalog
 
     from fewray.platform.checkpoint import load_checkpoint
     from fewray.platform.config import load_config
-    from fewray.platform.data.catalog import read_labels
+    from fewray.data.catalog import read_labels
     from fewray.platform.metatest import meta_test_checkpoint
     from fewray.platform.train import run_metatrain
 

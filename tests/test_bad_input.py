@@ -19,7 +19,7 @@ import pytest
 from conftest import CONFIG, OMNIGLOT_RELEASE, PYTHON, REPO, TINY, run_pipeline, session_ray_address
 from test_cli_errors import assert_user_error
 
-from fewray.platform.data.catalog import write_split
+from fewray.data.catalog import write_split
 from fewray.platform.runtime import free_port
 
 

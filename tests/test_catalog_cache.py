@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 
-from fewray.platform.data.catalog import load_split, write_split
+from fewray.data.catalog import load_split, write_split
 
 
 def _small_catalog(src, dst, rows: slice):

@@ -68,9 +68,9 @@ def test_runtime_env_file():
     env = yaml.safe_load((CLUSTER / "runtime_env.yaml").read_text())
     assert env["env_vars"]["RAY_AUTH_MODE"] == "disabled"
     assert "/.venv/" in env["excludes"]
-    # excludes are gitignore-style: an unanchored "data/" would drop the package folder fewray/platform/data
+    # excludes are gitignore-style: an unanchored "data/" would drop the package folder fewray/data
     from ray._private.thirdparty.pathspec import PathSpec  # what Ray matches working_dir excludes with
 
     spec = PathSpec.from_lines("gitwildmatch", env["excludes"])
-    assert not spec.match_file("fewray/platform/data/catalog.py")
+    assert not spec.match_file("fewray/data/catalog.py")
     assert spec.match_file("data/omniglot/train.parquet")

@@ -24,7 +24,7 @@ def test_every_shipped_config_loads(path):
 
         cfg = load_retrieval_config(path)
     elif path.name.endswith("_split.yaml"):  # a multi-label split file (prepare_data.py multilabel --split-file)
-        from fewray.platform.data.sources.multilabel import read_annotation_split_file
+        from fewray.data.sources.multilabel import read_annotation_split_file
 
         entries, _ = read_annotation_split_file(path)
         assert {"train", "val", "test"} <= set(entries)

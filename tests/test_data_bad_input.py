@@ -23,21 +23,21 @@ from conftest import CONFIG, PYTHON, REPO
 from PIL import Image
 from test_cli_errors import assert_user_error
 
-from fewray.platform.apis import (
+from fewray.apis import (
     SupportSetError,
     inference_classifier,
     init_classifier,
     load_image,
     process_support_images,
 )
-from fewray.platform.data.catalog import (
+from fewray.data.catalog import (
     check_output_dir,
     load_split,
     read_catalog_info,
     read_labels,
     write_split,
 )
-from fewray.platform.data.sources import prepare_folder
+from fewray.data.sources import prepare_folder
 from fewray.platform.errors import DataError
 
 SIZE = 16  # source images are SIZE x SIZE and so is the catalog: no resampling, exact values
@@ -299,14 +299,15 @@ def test_missing_catalog_hint_names_the_dataset(tmp_path):
     root = tmp_path / "data" / "photos"
     assert error(lambda: read_labels(str(root), "train")) == (
         f"data directory not found: {root} (create it with: python pipelines/prepare_data.py DATASET --source RELEASE "
-        f"--out {root}, DATASET one of omniglot, mini_imagenet, tiered_imagenet, cub, cifar_fs, folder, caltech101)")
+        f"--out {root}, DATASET one of omniglot, mini_imagenet, tiered_imagenet, cub, cifar_fs, folder, caltech101, "
+        f"multilabel)")
 
 
 def test_hint_datasets_are_those_of_prepare_data():
     """The hint's dataset list is prepare_data.py's (its --help lists the choices)."""
     proc = prepare("--help")
     assert proc.returncode == 0
-    from fewray.platform.data.sources import SOURCES
+    from fewray.data.sources import MULTI_LABEL_SOURCES, SOURCES
 
     choices = re.search(r"\{([^}]*omniglot[^}]*)\}", proc.stdout).group(1).split(",")
-    assert sorted(choices) == sorted(["omniglot", *SOURCES])
+    assert sorted(choices) == sorted(["omniglot", *SOURCES, *MULTI_LABEL_SOURCES])

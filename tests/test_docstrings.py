@@ -31,7 +31,7 @@ OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 def test_every_module_is_found():
     """The walk finds the package's modules (a broken walk would make every case vacuous)."""
-    assert "fewray.platform.data.episodes" in MODULES and "fewray.algorithms.classifiers.protonet" in MODULES
+    assert "fewray.data.episodes" in MODULES and "fewray.algorithms.classifiers.protonet" in MODULES
 
 
 @pytest.mark.parametrize("name", MODULES)

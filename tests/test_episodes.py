@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fewray.platform.data.episodes import EpisodicSampler, label_wrapper
+from fewray.data.episodes import EpisodicSampler, label_wrapper
 from fewray.platform.errors import DataError
 
 LABELS = np.repeat(np.arange(30), 20)[np.random.default_rng(0).permutation(600)]

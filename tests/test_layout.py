@@ -16,7 +16,11 @@ FORBIDDEN = {
     "core": ("torch", "torchvision", "ray", "mlflow", "fewray.algorithms", "fewray.platform"),
     "algorithms": ("ray", "mlflow", "fewray.platform", "fewray.tasks", "fewray.evaluation"),
     "evaluation": ("ray", "mlflow", "fewray.platform", "fewray.tasks"),
-    "tasks": ("mlflow", "fewray.platform.train", "fewray.platform.tune", "fewray.platform.metatest"),
+    "tasks": ("mlflow", "fewray.platform.train", "fewray.platform.tune", "fewray.platform.metatest", "fewray.apis"),
+    # catalogs, sources, samplers, row builders, image loading: no Ray, no MLflow, nothing of the runtime
+    "data": ("ray", "mlflow", "fewray.platform", "fewray.tasks", "fewray.algorithms", "fewray.apis"),
+    # the inference APIs are the top layer: the runtime never imports them
+    "platform": ("fewray.apis",),
 }
 
 
@@ -53,6 +57,14 @@ def test_the_scan_sees_lazy_imports(tmp_path):
 
 def test_algorithms_do_not_import_ray_or_mlflow_at_run_time():
     code = ("import sys, fewray.algorithms; "
+            "bad = [m for m in ('ray', 'mlflow', 'fewray.platform') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_data_does_not_import_ray_or_mlflow_at_run_time():
+    code = ("import sys, fewray.data.catalog, fewray.data.builders, fewray.data.sources, fewray.data.images; "
             "bad = [m for m in ('ray', 'mlflow', 'fewray.platform') if m in sys.modules]; "
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

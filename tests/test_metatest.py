@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fewray.platform.checkpoint import load_checkpoint
-from fewray.platform.data.catalog import read_labels
-from fewray.platform.data.episodes import EpisodicSampler
+from fewray.data.catalog import read_labels
+from fewray.data.episodes import EpisodicSampler
 from fewray.evaluation.fewshot_accuracy import aggregate
 from fewray.platform.metatest import EpisodeSpec, ModelSpec, SplitSpec, chunks, run_metatest, split_inputs, task_images
 from conftest import tiny_config

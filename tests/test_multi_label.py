@@ -35,8 +35,8 @@ from fewray.evaluation.multi_label import (
     multi_label_metrics,
     to_target_matrix,
 )
-from fewray.platform.data.catalog import load_split, read_catalog_info, read_labels
-from fewray.platform.data.sources import MULTI_LABEL_SOURCES, prepare_multilabel
+from fewray.data.catalog import load_split, read_catalog_info, read_labels
+from fewray.data.sources import MULTI_LABEL_SOURCES, prepare_multilabel
 from fewray.platform.errors import DataError
 
 torch.set_num_threads(1)
@@ -562,7 +562,7 @@ def test_bad_input_is_one_line_data_error(tmp_path, case):
 def test_bad_input_through_the_cli_wrapper_is_one_line(tmp_path):
     src = _coco_file(tmp_path, annotations=[])
     code = ("import sys; from fewray.platform.errors import run_cli; "
-            "from fewray.platform.data.sources import MULTI_LABEL_SOURCES; "
+            "from fewray.data.sources import MULTI_LABEL_SOURCES; "
             "run_cli(lambda argv: MULTI_LABEL_SOURCES['multilabel'](sys.argv[1], sys.argv[2], 16))")
     proc = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "out")], capture_output=True,
                           text=True, cwd=REPO, timeout=120)
@@ -575,7 +575,7 @@ def test_docstring_examples_run():
     import fewray.algorithms.cls_heads.multi_label_cls_head as heads
     import fewray.algorithms.losses.cross_entropy_loss as ce
     import fewray.evaluation.multi_label as metrics
-    import fewray.platform.data.sources.multilabel as source
+    import fewray.data.sources.multilabel as source
 
     for module in (heads, ce, metrics, source):
         result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)

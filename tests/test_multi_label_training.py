@@ -14,8 +14,8 @@ import torch
 from conftest import CONFIG, REPO, SHARED_DATA, run_pipeline
 
 from fewray.platform.config import config_from_dict, load_config
-from fewray.platform.data.multi_label import MultiLabelBatchBuilder, load_multi_label_split
-from fewray.platform.data.sources import prepare_multilabel
+from fewray.data.multi_label import MultiLabelBatchBuilder, load_multi_label_split
+from fewray.data.sources import prepare_multilabel
 from fewray.platform.errors import ConfigError, DataError
 
 torch.set_num_threads(1)
@@ -40,7 +40,7 @@ def fewshot_catalog(tmp_path_factory) -> Path:
     """A tiny few-shot catalog (one class per image): 3 classes x 4 RGB images in train and val."""
     from PIL import Image
 
-    from fewray.platform.data.catalog import encode_png, write_catalog_info, write_split
+    from fewray.data.catalog import encode_png, write_catalog_info, write_split
 
     root = tmp_path_factory.mktemp("fs") / "tiny"
     rng = np.random.default_rng(0)

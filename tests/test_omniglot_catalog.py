@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from fewray.platform.data.catalog import load_split
+from fewray.data.catalog import load_split
 
 
 def test_split_sizes_follow_vinyals(omniglot_catalog):

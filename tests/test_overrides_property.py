@@ -81,7 +81,7 @@ def tree(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A real (untrained) ProtoNet checkpoint of the test config, written by fewray's own save_checkpoint."""
-    from fewray.platform.apis import init_classifier
+    from fewray.apis import init_classifier
     from fewray.platform.checkpoint import save_checkpoint
     from fewray.platform.config import load_config
 

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from conftest import PYTHON, REPO, SHARED_DATA
 
-from fewray.platform.data.catalog import load_split, read_catalog_info, read_labels
-from fewray.platform.data.episodes import EpisodicSampler
-from fewray.platform.data.sources import prepare_folder
-from fewray.platform.data.sources.folder import random_class_split, split_counts
+from fewray.data.catalog import load_split, read_catalog_info, read_labels
+from fewray.data.episodes import EpisodicSampler
+from fewray.data.sources import prepare_folder
+from fewray.data.sources.folder import random_class_split, split_counts
 from fewray.platform.errors import DataError
 
 CALTECH = SHARED_DATA / "caltech101" / "101_ObjectCategories"

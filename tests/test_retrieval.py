@@ -36,7 +36,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def tiny_caltech(tmp_path_factory):
     """A test-only catalog of 4 Caltech-101 classes, 6 images each, 32x32 RGB (``prepare_data.py folder``)."""
-    from fewray.platform.data.sources.folder import prepare_folder
+    from fewray.data.sources.folder import prepare_folder
 
     base = tmp_path_factory.mktemp("caltech")
     src = base / "src"
@@ -127,7 +127,7 @@ def test_rank_similarity_ties_exclusion_and_topk_larger_than_the_gallery():
 
 def test_prototype_from_loader_config_path_and_tensor(tiny_caltech, tmp_path):
     import fewray.platform.retrieval  # noqa: F401 - registers the CatalogLoader of a config-dict prototype
-    from fewray.platform.data.catalog import load_split
+    from fewray.data.catalog import load_split
 
     images = torch.from_numpy(load_split(str(tiny_caltech), "test", 3).images)
     enc = conv4()

@@ -16,8 +16,8 @@ from conftest import SHARED_DATA
 from fewray.algorithms import LOSSES, NECKS, SELFSUP
 from fewray.algorithms.selfsup import BaseSelfSupervisor, SimCLR
 from fewray.core.errors import CheckpointError, ConfigError
-from fewray.platform.data.catalog import encode_png, write_split
-from fewray.platform.data.multiview import MultiViewBuilder, simclr_transform
+from fewray.data.catalog import encode_png, write_split
+from fewray.data.multiview import MultiViewBuilder, simclr_transform
 from fewray.platform.errors import DataError
 
 torch.set_num_threads(1)

@@ -21,16 +21,16 @@ from conftest import SHARED_DATA, run_pipeline
 from PIL import Image
 from test_cli_errors import assert_user_error
 
-from fewray.platform.data.catalog import load_split, read_catalog_info
-from fewray.platform.data.sources import (
+from fewray.data.catalog import load_split, read_catalog_info
+from fewray.data.sources import (
     prepare_cifar_fs,
     prepare_cub,
     prepare_folder,
     prepare_mini_imagenet,
     prepare_tiered_imagenet,
 )
-from fewray.platform.data.sources.caltech101 import EXCLUDED, SPLIT_COUNTS, SPLIT_SEED
-from fewray.platform.data.sources.folder import random_class_split
+from fewray.data.sources.caltech101 import EXCLUDED, SPLIT_COUNTS, SPLIT_SEED
+from fewray.data.sources.folder import random_class_split
 from fewray.platform.errors import DataError
 
 CALTECH = SHARED_DATA / "caltech101" / "101_ObjectCategories"

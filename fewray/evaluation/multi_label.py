@@ -92,7 +92,7 @@ def to_target_matrix(targets: Any, num_samples: int, num_classes: int,
             - a length-``N`` list of class-index lists (``[[0, 3], [], [2]]``; an index twice in one list is
               an error, which catches a multi-hot row given as a list);
             - a length-``N`` list of dicts with ``labels`` and optionally ``difficult_labels`` (the columns of a
-              multi-label catalog, :mod:`fewray.platform.data.sources.multilabel`): a class only in
+              multi-label catalog, :mod:`fewray.data.sources.multilabel`): a class only in
               ``difficult_labels`` becomes ``-1`` (``difficult_as_positive=None``, default), ``1`` (True)
               or ``0`` (False), as mmpretrain's VOC metrics.
         num_samples (int): ``N``; num_classes (int): ``C``.

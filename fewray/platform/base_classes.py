@@ -11,7 +11,7 @@ from typing import Any
 
 from fewray.algorithms.builder import model_class
 from fewray.platform.config import ExperimentConfig, config_from_dict
-from fewray.platform.data.catalog import read_labels
+from fewray.data.catalog import read_labels
 from fewray.platform.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ Loading always uses ``torch.load(..., weights_only=True)``: nothing in a user fi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,7 +14,10 @@ from fewray.algorithms.utils.weights import (CHECKPOINT_FILE, load_state_checked
                                              state_dict_mismatch, train_result_checkpoint)
 from fewray.core.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_FILE", "load_checkpoint", "load_model_state", "load_weights", "resolve_checkpoint",
+if TYPE_CHECKING:
+    from fewray.platform.config import ExperimentConfig
+
+__all__ = ["CHECKPOINT_FILE", "load_checkpoint", "load_classifier", "load_model_state", "load_weights", "resolve_checkpoint",
            "save_checkpoint", "state_dict_mismatch", "train_result_checkpoint"]
 
 
@@ -49,3 +52,45 @@ def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: str | 
     """
     load_state_checked(model, state.get("model"), f"checkpoint {path} does not fit model {type(model).__name__}",
                        f"checkpoint {path} holds no state dict under 'model'")
+
+
+def load_classifier(config: "str | Path | ExperimentConfig | None", checkpoint: "str | Path | None" = None,
+                    device: str = "cpu", overrides: "list[str] | None" = None) -> "torch.nn.Module":
+    """A classifier built from ``config`` (a YAML path, an ``ExperimentConfig``, or None: the checkpoint's own) with
+    the weights of ``checkpoint`` (None: random), in eval mode on ``device``, its config as ``model.cfg``: the
+    work of :func:`fewray.apis.init_classifier` (see it for the arguments and errors), also used by retrieval.
+
+    Raises:
+        ConfigError: no config and no checkpoint that stores one; CheckpointError: see ``init_classifier``.
+    """
+    from fewray.algorithms import build_classifier
+    from fewray.platform.config import ExperimentConfig, config_from_dict, load_config
+    from fewray.platform.errors import ConfigError
+    from fewray.platform.features import channels_last
+
+    state = None
+    path = None
+    if checkpoint is not None:
+        path = resolve_checkpoint(Path(checkpoint).expanduser())
+        state = load_checkpoint(path)
+    if config is None:
+        if state is None or not isinstance(state.get("config"), dict):
+            raise ConfigError("init_classifier needs a config (or a checkpoint that stores one)")
+        cfg = config_from_dict(state["config"])
+    elif isinstance(config, ExperimentConfig):
+        cfg = config
+    else:
+        cfg = load_config(config, overrides)
+    if state is not None:
+        from fewray.platform.base_classes import resolve_base_classes
+        from fewray.platform.preflight import check_checkpoint_model
+
+        check_checkpoint_model(state, cfg.model.model_dump(), str(path))  # a ProtoNet checkpoint is no MatchingNet
+        cfg = resolve_base_classes(cfg, state)
+    model = build_classifier(cfg.model.model_dump(), for_checkpoint=state is not None)
+    if state is not None:
+        load_model_state(model, state, path)
+    model.cfg = cfg
+    channels_last(model.to(device))
+    model.eval()
+    return model

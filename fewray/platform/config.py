@@ -63,7 +63,7 @@ class DataConfig(_Strict):
         augment (str): training-time augmentation (``torchvision.transforms.v2``), applied per image to
             training episodes and batches, never at validation or test: ``none`` (default), ``flip``, or
             ``standard`` (mmfewshot's natural-image pipeline: RandomResizedCrop, horizontal flip,
-            ColorJitter 0.4). See :mod:`fewray.platform.data.transforms`.
+            ColorJitter 0.4). See :mod:`fewray.data.transforms`.
     """
 
     dataset: str = "omniglot"

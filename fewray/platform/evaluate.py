@@ -57,8 +57,8 @@ def prepare_evaluation(cfg: ExperimentConfig, checkpoint: str | Path, split: str
             missing split, another image size; CheckpointError: a missing or unreadable checkpoint, one of another
             model, or weights that do not fit.
     """
-    from fewray.platform.data.catalog import _split_path
-    from fewray.platform.data.multi_label import check_multi_label_catalog
+    from fewray.data.catalog import _split_path
+    from fewray.data.multi_label import check_multi_label_catalog
     from fewray.tasks import task_for
     from fewray.tasks.multi_label import MultiLabelTask
 
@@ -129,7 +129,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, split: st
     import yaml
 
     from fewray.platform.config import flatten
-    from fewray.platform.data.multi_label import load_multi_label_split
+    from fewray.data.multi_label import load_multi_label_split
     from fewray.platform.tracking import log_dict_params, setup_tracking
 
     split = split or cfg.test.split

@@ -32,8 +32,8 @@ from fewray.algorithms import build_classifier
 from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
 from fewray.platform.base_classes import resolve_base_classes
 from fewray.platform.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-from fewray.platform.data.catalog import load_split, read_labels
-from fewray.platform.data.episodes import EpisodicSampler
+from fewray.data.catalog import load_split, read_labels
+from fewray.data.episodes import EpisodicSampler
 from fewray.platform.features import extract_features
 from fewray.platform.preflight import check_checkpoint_model, check_image_size
 from fewray.platform.runtime import cluster_slots, default_workers, discard, init_ray, largest_node_cpus

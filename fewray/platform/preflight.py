@@ -35,7 +35,7 @@ def check_image_size(cfg: "ExperimentConfig") -> None:
     Raises:
         DataError: ``data.image_size=84 but the catalog ROOT holds 28x28 images ...``.
     """
-    from fewray.platform.data.catalog import read_catalog_info
+    from fewray.data.catalog import read_catalog_info
 
     root = cfg.data.root
     if "://" in root:

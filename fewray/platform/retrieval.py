@@ -56,8 +56,8 @@ from fewray.core.registry import format_validation_error, validate_kwargs
 from fewray.evaluation.retrieval import DEFAULT_TOPK, RetrievalMetrics
 from fewray.platform.config import (MAX_SEED, DataConfig, TrackingConfig, apply_overrides, check_backbone_channels,
                                     read_yaml_config)
-from fewray.platform.data.catalog import load_split, read_catalog_info, read_columns, read_labels
-from fewray.platform.data.sources._common import IMAGE_EXTENSIONS
+from fewray.data.catalog import load_split, read_catalog_info, read_columns, read_labels
+from fewray.data.sources._common import IMAGE_EXTENSIONS
 from fewray.platform.errors import CheckpointError, ConfigError, DataError
 from fewray.platform.features import channels_last, to_float
 from fewray.platform.metatest import chunks
@@ -326,12 +326,12 @@ def catalog_set(root: str, split: str) -> ImageSet:
 
 
 def load_images(paths: list[str | Path], image_size: int, channels: int) -> np.ndarray:
-    """``(N, C, S, S)`` uint8 of image files (:func:`fewray.platform.apis.load_image`: resized, converted).
+    """``(N, C, S, S)`` uint8 of image files (:func:`fewray.data.images.load_image`: resized, converted).
 
     Raises:
         DataError: a missing or unreadable file, naming it.
     """
-    from fewray.platform.apis import load_image
+    from fewray.data.images import load_image
 
     return np.stack([load_image(str(p), image_size, channels) for p in paths])
 
@@ -382,9 +382,9 @@ def checkpoint_encoder(checkpoint: str | Path) -> tuple[nn.Module, Any]:
     Raises:
         CheckpointError: missing or unreadable checkpoint, weights that do not fit, no stored config.
     """
-    from fewray.platform.apis import init_classifier
+    from fewray.platform.checkpoint import load_classifier
 
-    model = init_classifier(None, checkpoint)
+    model = load_classifier(None, checkpoint)
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         raise CheckpointError(f"checkpoint {checkpoint}: its {type(model).__name__} has no backbone to retrieve with")

@@ -43,7 +43,7 @@ from fewray.platform.base_classes import resolve_base_classes
 from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
 from fewray.platform.cli import check_output_dir
-from fewray.platform.data.catalog import read_catalog_info, read_labels
+from fewray.data.catalog import read_catalog_info, read_labels
 from fewray.platform.errors import CheckpointError, Interrupted
 from fewray.platform.features import channels_last
 from fewray.platform.preflight import (check_image_size, check_resources, check_same_identity, fingerprint,

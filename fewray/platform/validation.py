@@ -12,7 +12,7 @@ import torch
 
 from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
 from fewray.platform.config import ExperimentConfig
-from fewray.platform.data.catalog import load_split
+from fewray.data.catalog import load_split
 from fewray.platform.features import extract_features
 from fewray.platform.metatest import evaluate_tasks
 

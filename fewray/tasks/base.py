@@ -67,8 +67,8 @@ class TrainingTask:
         Raises:
             DataError: a missing split, too few classes, or a class with too few images (naming it).
         """
-        from fewray.platform.data.catalog import read_labels
-        from fewray.platform.data.episodes import EpisodicSampler
+        from fewray.data.catalog import read_labels
+        from fewray.data.episodes import EpisodicSampler
 
         v = cfg.val
         EpisodicSampler(read_labels(cfg.data.root, v.split), v.ways, v.shots, v.queries, v.seed, v.split)

@@ -32,8 +32,8 @@ class EpisodesTask(TrainingTask):
     rate_name = "episodes_per_second"
 
     def dataset(self, cfg, start, stop):
-        """Episodes ``start..stop-1`` of the train split (:func:`fewray.platform.data.streaming.episode_dataset`)."""
-        from fewray.platform.data.streaming import episode_dataset
+        """Episodes ``start..stop-1`` of the train split (:func:`fewray.platform.streaming.episode_dataset`)."""
+        from fewray.platform.streaming import episode_dataset
 
         t, d = cfg.train, cfg.data
         return episode_dataset(d.root, "train", d.channels, t.ways, t.shots, t.queries, cfg.seed, start=start,
@@ -45,8 +45,8 @@ class EpisodesTask(TrainingTask):
         Raises:
             DataError: too few classes, or a class with too few images (naming it).
         """
-        from fewray.platform.data.catalog import read_labels
-        from fewray.platform.data.episodes import EpisodicSampler
+        from fewray.data.catalog import read_labels
+        from fewray.data.episodes import EpisodicSampler
 
         t = cfg.train
         EpisodicSampler(read_labels(cfg.data.root, "train"), t.ways, t.shots, t.queries, cfg.seed, "train")
@@ -65,8 +65,8 @@ class BatchesTask(TrainingTask):
     rate_name = "batches_per_second"
 
     def dataset(self, cfg, start, stop):
-        """Batches ``start..stop-1`` of ``train.batch_size`` images (:func:`fewray.platform.data.streaming.batch_dataset`)."""
-        from fewray.platform.data.streaming import batch_dataset
+        """Batches ``start..stop-1`` of ``train.batch_size`` images (:func:`fewray.platform.streaming.batch_dataset`)."""
+        from fewray.platform.streaming import batch_dataset
 
         t, d = cfg.train, cfg.data
         return batch_dataset(d.root, "train", d.channels, t.batch_size, cfg.seed, start=start, stop=stop,
@@ -78,7 +78,7 @@ class BatchesTask(TrainingTask):
         Raises:
             DataError: an empty train split.
         """
-        from fewray.platform.data.catalog import read_labels
+        from fewray.data.catalog import read_labels
         from fewray.platform.errors import DataError
 
         if len(read_labels(cfg.data.root, "train")) == 0:

@@ -2,7 +2,7 @@
 targets, validated by mAP (and CP/CR/CF1, OP/OR/OF1) on the ``val`` split.
 
 The catalog is one that ``pipelines/prepare_data.py multilabel`` writes from COCO JSON or VOC XML
-(:mod:`fewray.platform.data.sources.multilabel`, ``catalog.json`` with ``task: "multi_label"``); the model is
+(:mod:`fewray.data.sources.multilabel`, ``catalog.json`` with ``task: "multi_label"``); the model is
 :class:`~fewray.algorithms.classifiers.ImageClassifier` with a multi-label head
 (``configs/multi_label/*.yaml``), trained by the same runtime as every other task (Ray Data stream, Ray Train
 DDP, checkpoints, resume, MLflow, best checkpoint by ``val.metric``, here ``mAP``).
@@ -76,7 +76,7 @@ class MultiLabelValidator:
     """
 
     def __init__(self, cfg: "ExperimentConfig") -> None:
-        from fewray.platform.data.multi_label import load_multi_label_split
+        from fewray.data.multi_label import load_multi_label_split
 
         self.cfg = cfg
         data = load_multi_label_split(cfg.data.root, cfg.val.split)
@@ -96,7 +96,7 @@ class MultiLabelValidator:
 class MultiLabelTask(TrainingTask):
     """Shuffled batches of ``train.batch_size`` images of a multi-label catalog with their multi-hot targets:
     ``model(mode="train", img, gt_label)`` (``ImageClassifier`` with a multi-label head); batches rebuilt from
-    ``(seed, batch id)`` (:class:`~fewray.platform.data.multi_label.MultiLabelBatchBuilder`), validated by
+    ``(seed, batch id)`` (:class:`~fewray.data.multi_label.MultiLabelBatchBuilder`), validated by
     :class:`MultiLabelValidator` (``val.metric: mAP``, ``val.mode: max``)."""
 
     rate_name = "batches_per_second"
@@ -105,8 +105,8 @@ class MultiLabelTask(TrainingTask):
     summary_metrics = ("mAP", "CF1", "OF1")
 
     def dataset(self, cfg, start, stop):
-        """Batches ``start..stop-1`` of ``train.batch_size`` images (:func:`fewray.platform.data.streaming.multi_label_dataset`)."""
-        from fewray.platform.data.streaming import multi_label_dataset
+        """Batches ``start..stop-1`` of ``train.batch_size`` images (:func:`fewray.platform.streaming.multi_label_dataset`)."""
+        from fewray.platform.streaming import multi_label_dataset
 
         t, d = cfg.train, cfg.data
         return multi_label_dataset(d.root, "train", t.batch_size, cfg.seed, start=start, stop=stop,
@@ -120,8 +120,8 @@ class MultiLabelTask(TrainingTask):
             DataError: not a multi-label catalog (naming it), or an empty train split; ConfigError:
                 ``data.channels`` not 3 or ``model.head.num_classes`` other than the catalog's.
         """
-        from fewray.platform.data.catalog import read_columns
-        from fewray.platform.data.multi_label import check_multi_label_catalog
+        from fewray.data.catalog import read_columns
+        from fewray.data.multi_label import check_multi_label_catalog
         from fewray.platform.errors import ConfigError, DataError
 
         root = cfg.data.root
@@ -141,7 +141,7 @@ class MultiLabelTask(TrainingTask):
         Raises:
             DataError: a missing split (naming those there are), or an empty one.
         """
-        from fewray.platform.data.catalog import _split_path, read_columns
+        from fewray.data.catalog import _split_path, read_columns
         from fewray.platform.errors import DataError
 
         path = _split_path(cfg.data.root, cfg.val.split)

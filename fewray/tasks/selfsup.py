@@ -27,8 +27,8 @@ class MultiViewTask(TrainingTask):
     rate_name = "batches_per_second"
 
     def dataset(self, cfg, start, stop):
-        """Two-view batches ``start..stop-1`` of the train split (:func:`fewray.platform.data.streaming.multiview_dataset`)."""
-        from fewray.platform.data.streaming import multiview_dataset
+        """Two-view batches ``start..stop-1`` of the train split (:func:`fewray.platform.streaming.multiview_dataset`)."""
+        from fewray.platform.streaming import multiview_dataset
 
         t, d = cfg.train, cfg.data
         return multiview_dataset(d.root, "train", d.channels, t.batch_size, cfg.seed, start=start, stop=stop,
@@ -41,7 +41,7 @@ class MultiViewTask(TrainingTask):
         Raises:
             DataError: an empty train split; ConfigError: ``train.batch_size`` < 2 or another ``data.augment``.
         """
-        from fewray.platform.data.catalog import read_labels
+        from fewray.data.catalog import read_labels
         from fewray.platform.errors import ConfigError, DataError
 
         if cfg.train.batch_size < 2:

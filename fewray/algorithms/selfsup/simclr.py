@@ -49,7 +49,7 @@ class SimCLR(BaseSelfSupervisor):
 
     From "A Simple Framework for Contrastive Learning of Visual Representations" (Chen, Kornblith, Norouzi and
     Hinton, ICML 2020, https://arxiv.org/abs/2002.05709); mmpretrain's ``SimCLR``. Each image ``x`` is
-    augmented twice (random crop, flip, colour distortion: :mod:`fewray.platform.data.multiview`), the backbone
+    augmented twice (random crop, flip, colour distortion: :mod:`fewray.data.multiview`), the backbone
     ``f`` gives ``h = f(x)``, the projection neck ``g`` gives ``z = g(h)``, and the head (:class:`~fewray.
     algorithms.losses.NTXentLoss`) asks each view's ``z`` to find its partner among the ``2B - 1`` others.
     After training, ``h`` (the backbone) is the representation; ``g`` is dropped.

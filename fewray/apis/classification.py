@@ -3,7 +3,7 @@
 Classify new images against a handful of labelled examples with a meta-trained model, in a notebook or a
 script, without Ray or MLflow::
 
-    >>> from fewray.platform.apis import (init_classifier, process_support_images,
+    >>> from fewray.apis import (init_classifier, process_support_images,
     ...                                   inference_classifier, show_result_pyplot)
     >>> model = init_classifier("configs/classification/protonet_conv4_omniglot.yaml",
     ...                         "runs/protonet/train_result.json")                      # doctest: +SKIP
@@ -15,7 +15,7 @@ script, without Ray or MLflow::
 
 Images are given as file paths, PIL images or uint8 arrays ``(H, W)`` / ``(H, W, C)``; images with wider
 samples (16-bit PNGs, PIL modes ``I;16``, ``I``, ``F``) are scaled to 8 bits as the catalogs do
-(:func:`~fewray.platform.data.catalog.to_8bit`), converted to the config's ``data.channels`` (grayscale ``L``
+(:func:`~fewray.data.catalog.to_8bit`), converted to the config's ``data.channels`` (grayscale ``L``
 or ``RGB``) and resized to ``data.image_size`` squared with a plain Lanczos resize (as the catalogs are
 built), then scaled to [0, 1] floats as in meta-test.
 """
@@ -31,14 +31,13 @@ import torch
 from PIL import Image
 
 from fewray.algorithms import build_classifier
-from fewray.platform.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-from fewray.platform.config import ExperimentConfig, config_from_dict, load_config
-from fewray.platform.data.catalog import to_8bit
-from fewray.platform.data.sources._common import open_image
-from fewray.platform.errors import ConfigError, DataError
+from fewray.data.catalog import to_8bit
+from fewray.data.images import ImageLike, describe_image, load_image
+from fewray.data.sources._common import open_image
+from fewray.platform.checkpoint import load_classifier
+from fewray.platform.config import ExperimentConfig
+from fewray.platform.errors import DataError
 from fewray.platform.features import channels_last, to_float
-
-ImageLike = Any  # str | Path | PIL.Image.Image | np.ndarray (H, W[, C]) uint8
 
 __all__ = ["SupportSetError", "inference_classifier", "init_classifier", "load_image", "process_support_images",
            "show_result_pyplot"]
@@ -80,80 +79,14 @@ def init_classifier(
         >>> model.cfg.data.image_size, model.training
         (28, False)
     """
-    state = None
-    path = None
-    if checkpoint is not None:
-        path = resolve_checkpoint(Path(checkpoint).expanduser())
-        state = load_checkpoint(path)
-    if config is None:
-        if state is None or not isinstance(state.get("config"), dict):
-            raise ConfigError("init_classifier needs a config (or a checkpoint that stores one)")
-        cfg = config_from_dict(state["config"])
-    elif isinstance(config, ExperimentConfig):
-        cfg = config
-    else:
-        cfg = load_config(config, overrides)
-    if state is not None:
-        from fewray.platform.base_classes import resolve_base_classes
-        from fewray.platform.preflight import check_checkpoint_model
-
-        check_checkpoint_model(state, cfg.model.model_dump(), str(path))  # a ProtoNet checkpoint is no MatchingNet
-        cfg = resolve_base_classes(cfg, state)
-    model = build_classifier(cfg.model.model_dump(), for_checkpoint=state is not None)
-    if state is not None:
-        load_model_state(model, state, path)
-    model.cfg = cfg
-    channels_last(model.to(device))
-    model.eval()
-    return model
-
-
-def _describe(img: ImageLike) -> str:
-    """How an in-memory image is named in error messages."""
-    if isinstance(img, np.ndarray):
-        return f"array of shape {img.shape}"
-    if isinstance(img, Image.Image):
-        return f"PIL image of mode {img.mode} and size {img.width}x{img.height}"
-    return type(img).__name__
-
-
-def load_image(img: ImageLike, image_size: int, channels: int = 3, where: str | None = None) -> np.ndarray:
-    """One image as the model sees it: ``(C, H, W)`` uint8 with ``H = W = image_size``.
-
-    Args:
-        img: a file path, a PIL image, or a uint8 array ``(H, W)`` (grayscale) / ``(H, W, 3|4)``. Images of
-            16-bit (``I;16``) or 32-bit (``I``, ``F``) samples are scaled to 8 bits by
-            :func:`~fewray.platform.data.catalog.to_8bit` (16-bit: ``value >> 8``), not clipped.
-        image_size: output side; the image is resized (Lanczos, aspect ratio not kept) when it differs.
-        channels: 1 (grayscale, PIL mode ``L``) or 3 (``RGB``).
-        where: how error messages name the image (default: its path, or its type and shape).
-
-    Raises:
-        DataError: a missing or unreadable file (naming it), an array that is not uint8 ``(H, W[, C])``,
-            an empty image (width or height 0), 32-bit values outside 0..65535.
-    """
-    if isinstance(img, (str, Path)):
-        pil = open_image(Path(img).expanduser(), where or str(img))
-    elif isinstance(img, Image.Image):
-        pil = to_8bit(img, where or _describe(img))
-    elif isinstance(img, np.ndarray):
-        arr = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
-        pil = open_image(np.ascontiguousarray(arr), where or _describe(img))
-    else:
-        raise DataError(f"expected an image path, a PIL image or a uint8 array, got {type(img).__name__}"
-                        + (f" ({where})" if where else ""))
-    pil = pil.convert("L" if channels == 1 else "RGB")
-    if pil.size != (image_size, image_size):
-        pil = pil.resize((image_size, image_size), Image.LANCZOS)
-    arr = np.asarray(pil, dtype=np.uint8)
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
+    return load_classifier(config, checkpoint, device, overrides)
 
 
 def _batch(model: torch.nn.Module, imgs: Sequence[ImageLike], kind: str) -> torch.Tensor:
     """The ``kind`` (support/query) images as one float batch; errors name ``<kind> image <i>`` for in-memory images."""
     cfg = model.cfg.data
     x = np.stack([load_image(im, cfg.image_size, cfg.channels,
-                             None if isinstance(im, (str, Path)) else f"{kind} image {i} ({_describe(im)})")
+                             None if isinstance(im, (str, Path)) else f"{kind} image {i} ({describe_image(im)})")
                   for i, im in enumerate(imgs)])
     return to_float(x).to(next(model.parameters()).device)
 
@@ -291,10 +224,10 @@ def show_result_pyplot(
     from matplotlib.figure import Figure
 
     if isinstance(img, Image.Image):
-        pil = to_8bit(img, _describe(img))
+        pil = to_8bit(img, describe_image(img))
     elif isinstance(img, np.ndarray):
         pil = open_image(np.ascontiguousarray(img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img),
-                         _describe(img))
+                         describe_image(img))
     else:
         pil = open_image(Path(img).expanduser(), str(img))
     gray = pil.mode in ("1", "L", "LA")

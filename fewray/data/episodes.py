@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 
 @dataclass
@@ -58,7 +58,7 @@ class EpisodicSampler:
     Example::
 
         >>> import numpy as np
-        >>> from fewray.platform.data.episodes import EpisodicSampler
+        >>> from fewray.data.episodes import EpisodicSampler
         >>> labels = np.repeat(np.arange(10), 20)   # a split of 10 classes with 20 images each
         >>> sampler = EpisodicSampler(labels, ways=5, shots=1, queries=15, seed=0)
         >>> ep = sampler.episode(1234)   # identical on every worker

@@ -12,7 +12,7 @@ Each class holds all its 600 images (500 from ``train`` then 100 from ``test``),
 split file. Extra column: ``source_index`` (``"train/123"``).
 
 Security: the CIFAR pickles are read with
-:func:`~fewray.platform.data.sources._common.restricted_pickle_load` (numpy arrays and builtin types only,
+:func:`~fewray.data.sources._common.restricted_pickle_load` (numpy arrays and builtin types only,
 no arbitrary code).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fewray.platform.data.sources._common import (
+from fewray.data.sources._common import (
     SPLITS,
     as_str,
     check_output_dir,
@@ -33,7 +33,7 @@ from fewray.platform.data.sources._common import (
     restricted_pickle_load,
     write_class_catalog,
 )
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 
 def read_class_list(path: Path) -> list[str]:
@@ -60,14 +60,14 @@ def prepare_cifar_fs(source: str | Path, out: str | Path, image_size: int = 32, 
         out: catalog directory to write (replaced only when the new catalog is complete).
         image_size: output side (32: no resampling).
         split_dir: directory of ``train.txt``/``val.txt``/``test.txt`` (default ``SOURCE/splits/bertinetto``).
-        resize_mode, image_format, progress: see :func:`~fewray.platform.data.sources._common.write_class_catalog`.
+        resize_mode, image_format, progress: see :func:`~fewray.data.sources._common.write_class_catalog`.
 
     Returns:
         The ``catalog.json`` dict.
 
     Raises:
         DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
-            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            not a fewray catalog (checked first, see :func:`~fewray.data.catalog.check_output_dir`);
             missing directory, pickle or split file (naming it), a pickle that needs code to load,
             malformed arrays, an unknown class name in a split file (naming it and the file), a class in two
             splits, a class without images.

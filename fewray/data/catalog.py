@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 CATALOG_FILE = "catalog.json"
 DECODED_DIR = ".decoded"
@@ -244,7 +244,7 @@ def publish_atomically(out: str | Path) -> Iterator[Path]:
 
         >>> import os, shutil, tempfile
         >>> from PIL import Image
-        >>> from fewray.platform.data.catalog import encode_png, publish_atomically, write_split
+        >>> from fewray.data.catalog import encode_png, publish_atomically, write_split
         >>> base = tempfile.mkdtemp()
         >>> columns = {"image": [encode_png(Image.new("L", (28, 28)))] * 2, "label": [0, 1],
         ...            "class_name": ["a", "b"]}
@@ -288,9 +288,9 @@ def prepare_hint(root: str) -> str:
     followed by ``_...`` (``data/caltech101``, ``data/mini-imagenet``, ``data/caltech101_32``); otherwise the
     command says ``DATASET`` and lists them.
     """
-    from fewray.platform.data.sources import SOURCES  # here: the sources import this module
+    from fewray.data.sources import MULTI_LABEL_SOURCES, SOURCES  # here: the sources import this module
 
-    datasets = ["omniglot", *SOURCES]
+    datasets = ["omniglot", *SOURCES, *MULTI_LABEL_SOURCES]
     name = Path(root.rstrip("/")).name.lower().replace("-", "_")
     known = [d for d in sorted(datasets, key=len, reverse=True) if name == d or name.startswith(d + "_")]
     dataset = known[0] if known else "DATASET"

@@ -1,7 +1,7 @@
 """Shared pieces of the dataset sources: image conversion, a restricted unpickler, the catalog writer.
 
 Every source turns an official release into the same Parquet catalog (see
-:mod:`fewray.platform.data.catalog`): ``train``/``val``/``test`` tables with ``image`` (encoded bytes of
+:mod:`fewray.data.catalog`): ``train``/``val``/``test`` tables with ``image`` (encoded bytes of
 a ``size x size`` RGB image), ``label`` (``0..C-1`` within the split), ``class_name`` and source-specific
 columns, plus ``catalog.json``. A source only has to say which classes go to which split and where each
 image comes from; :func:`write_class_catalog` does the rest, atomically.
@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fewray.platform.data.catalog import (
+from fewray.data.catalog import (
     check_output_dir,  # noqa: F401 - re-exported: every source checks its --out first
     publish_atomically,
     to_8bit,
     write_catalog_info,
     write_split,
 )
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 SPLITS = ("train", "val", "test")
 RESIZE_MODES = ("stretch", "center_crop")
@@ -38,7 +38,7 @@ def resize_image(img: Image.Image, size: int, mode: str = "stretch", where: str 
     """An RGB ``size x size`` copy of ``img`` (grayscale, palette, CMYK and alpha images become RGB).
 
     16-bit and 32-bit images (``I;16``, ``I``, ``F``) are first scaled to 8 bits by
-    :func:`~fewray.platform.data.catalog.to_8bit` (PIL's own conversion would clip them to white).
+    :func:`~fewray.data.catalog.to_8bit` (PIL's own conversion would clip them to white).
 
     Args:
         img: any PIL image.
@@ -49,7 +49,7 @@ def resize_image(img: Image.Image, size: int, mode: str = "stretch", where: str 
         where: how error messages name the image.
 
     Raises:
-        DataError: an unknown ``mode``, or :func:`~fewray.platform.data.catalog.to_8bit`'s errors (an empty
+        DataError: an unknown ``mode``, or :func:`~fewray.data.catalog.to_8bit`'s errors (an empty
             image, 32-bit values outside 0..65535).
 
     Resampling is Lanczos (antialiased), as for the Omniglot catalog; done with
@@ -85,7 +85,7 @@ def open_image(src: str | Path | bytes | np.ndarray, where: str) -> Image.Image:
     """Open an image from a path, encoded bytes or an ``(H, W[, C])`` uint8 array, fully decoded, 8-bit.
 
     Images with wider samples (16-bit ``I;16``, 32-bit ``I``/``F``) are scaled to 8 bits by
-    :func:`~fewray.platform.data.catalog.to_8bit` (the rule is documented there).
+    :func:`~fewray.data.catalog.to_8bit` (the rule is documented there).
 
     Args:
         src: a file path, encoded image bytes, or a uint8 array ``(H, W)`` / ``(H, W, 3|4)``.
@@ -227,7 +227,7 @@ def write_class_catalog(
     image_format: str = "png",
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Write a catalog from a class split, atomically (see :func:`~fewray.platform.data.catalog.publish_atomically`).
+    """Write a catalog from a class split, atomically (see :func:`~fewray.data.catalog.publish_atomically`).
 
     Args:
         out: catalog directory.
@@ -244,7 +244,7 @@ def write_class_catalog(
         The ``catalog.json`` dict.
 
     Raises:
-        DataError: ``out`` may not be replaced (see :func:`~fewray.platform.data.catalog.check_output_dir`),
+        DataError: ``out`` may not be replaced (see :func:`~fewray.data.catalog.check_output_dir`),
             an empty class (naming it), no split with classes, or whatever ``load`` raises. Nothing is written to
             ``out`` then.
     """

@@ -23,7 +23,7 @@ A catalog may hold only the splits a user has: a split file may leave splits out
 classes), and counts or ratios may be 0 for a split (``--counts 0 0 100``: a test-only catalog to evaluate
 a pretrained model on). A split without classes is not written; at least one split must have classes.
 Asking a catalog for a split it does not have is an error naming the splits it has
-(:func:`~fewray.platform.data.catalog.load_split`).
+(:func:`~fewray.data.catalog.load_split`).
 
 In both cases the classes of a split are labelled in sorted name order. Extra column: ``filename``
 (relative to ``SOURCE``). ``catalog.json`` lists the classes of each split it holds (``classes``) and their
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fewray.platform.data.sources._common import (
+from fewray.data.sources._common import (
     IMAGE_EXTENSIONS,
     SPLITS,
     check_output_dir,
@@ -48,7 +48,7 @@ from fewray.platform.data.sources._common import (
     require_dir,
     write_class_catalog,
 )
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 #: default random split: the class proportions of mini-ImageNet (64 / 16 / 20)
 DEFAULT_RATIOS = (0.64, 0.16, 0.20)
@@ -193,7 +193,7 @@ def prepare_folder(
             leaves that split out of the catalog.
         seed: seed of the random split.
         exclude: class folder names to leave out (e.g. ``BACKGROUND_Google``).
-        resize_mode, image_format, progress: see :func:`~fewray.platform.data.sources._common.write_class_catalog`.
+        resize_mode, image_format, progress: see :func:`~fewray.data.sources._common.write_class_catalog`.
         dataset, protocol: names written to ``catalog.json``.
 
     Returns:
@@ -201,7 +201,7 @@ def prepare_folder(
 
     Raises:
         DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
-            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            not a fewray catalog (checked first, see :func:`~fewray.data.catalog.check_output_dir`);
             missing source directory or split file, an empty class folder, an unknown class in the
             split file, a class in two splits, impossible counts/ratios, no class in any split, a corrupt image
             (naming the file).

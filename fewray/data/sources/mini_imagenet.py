@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fewray.platform.data.sources._common import (
+from fewray.data.sources._common import (
     SPLITS,
     check_output_dir,
     check_split_classes,
@@ -27,7 +27,7 @@ from fewray.platform.data.sources._common import (
     require_file,
     write_class_catalog,
 )
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 
 def read_split_csv(path: Path) -> list[tuple[str, list[str]]]:
@@ -70,7 +70,7 @@ def prepare_mini_imagenet(source: str | Path, out: str | Path, image_size: int =
 
     Raises:
         DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
-            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            not a fewray catalog (checked first, see :func:`~fewray.data.catalog.check_output_dir`);
             missing source directory, CSV or image file (naming it), a corrupt image (naming it),
             a class in two split files.
 

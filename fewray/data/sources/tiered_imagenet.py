@@ -14,7 +14,7 @@ super-class name is kept in the column ``class_general``, the image's position i
 ``index``.
 
 Security: the pickles are the official format, but ``pickle.load`` can run arbitrary code. They are read
-with :func:`~fewray.platform.data.sources._common.restricted_pickle_load`, which only rebuilds builtin
+with :func:`~fewray.data.sources._common.restricted_pickle_load`, which only rebuilds builtin
 containers and numpy arrays and refuses every other callable.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fewray.platform.data.sources._common import (
+from fewray.data.sources._common import (
     SPLITS,
     as_str,
     check_output_dir,
@@ -33,7 +33,7 @@ from fewray.platform.data.sources._common import (
     restricted_pickle_load,
     write_class_catalog,
 )
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 
 def _get(labels: dict, key: str, path: Path):
@@ -88,14 +88,14 @@ def prepare_tiered_imagenet(source: str | Path, out: str | Path, image_size: int
         source: directory holding ``{train,val,test}_images_png.pkl`` and ``{train,val,test}_labels.pkl``.
         out: catalog directory to write (replaced only when the new catalog is complete).
         image_size: output side (84: the release's own size, no resampling then).
-        resize_mode, image_format, progress: see :func:`~fewray.platform.data.sources._common.write_class_catalog`.
+        resize_mode, image_format, progress: see :func:`~fewray.data.sources._common.write_class_catalog`.
 
     Returns:
         The ``catalog.json`` dict.
 
     Raises:
         DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
-            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            not a fewray catalog (checked first, see :func:`~fewray.data.catalog.check_output_dir`);
             missing directory or pickle (naming it), a pickle that needs code to load, a corrupt
             image (``train_images_png.pkl[17]``), a class without images, a label with no class name.
 

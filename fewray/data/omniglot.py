@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from fewray.platform.data.catalog import (
+from fewray.data.catalog import (
     check_output_dir,
     encode_png,
     publish_atomically,
@@ -32,7 +32,7 @@ from fewray.platform.data.catalog import (
     write_catalog_info,
     write_split,
 )
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 RELEASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{name}"
 ZIPS = ("images_background.zip", "images_evaluation.zip")
@@ -96,7 +96,7 @@ def prepare_omniglot(source: str | Path, out: str | Path, image_size: int = 28, 
 
     The catalog is written to a temporary directory beside ``out`` and moved into place only when
     complete, so a failure never leaves a half-written catalog or damages an existing one; ``out`` is
-    checked first (:func:`~fewray.platform.data.catalog.check_output_dir`): only a new path, an empty
+    checked first (:func:`~fewray.data.catalog.check_output_dir`): only a new path, an empty
     directory or a catalog fewray wrote may be written, never ``source`` or a directory around or inside it.
 
     Raises:

@@ -7,7 +7,7 @@ varying size, some grayscale). Caltech-101 has no standard few-shot class split,
   same 435 photographs as ``Faces``, cropped tighter, so the two in different splits would leak test
   images into training. 100 classes remain (8,242 images).
 - The sorted class names are permuted by ``numpy.random.default_rng(0)`` and cut into 60 train, 15 val
-  and 25 test classes (:func:`~fewray.platform.data.sources.folder.random_class_split`).
+  and 25 test classes (:func:`~fewray.data.sources.folder.random_class_split`).
 - Images are resized to 84x84 RGB (``stretch``: the whole image, aspect ratio not kept).
 
 The smallest class has 31 images (``inline_skate``), enough for 5-shot 15-query episodes (20 per class).
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewray.platform.data.sources._common import check_output_dir, require_dir
-from fewray.platform.data.sources.folder import prepare_folder
+from fewray.data.sources._common import check_output_dir, require_dir
+from fewray.data.sources.folder import prepare_folder
 
 EXCLUDED = ("BACKGROUND_Google", "Faces_easy")
 SPLIT_SEED = 0
@@ -34,15 +34,15 @@ def prepare_caltech101(source: str | Path, out: str | Path, image_size: int = 84
         source: directory holding ``101_ObjectCategories/`` (or that directory itself).
         out: catalog directory to write.
         image_size: output side (84 by default).
-        resize_mode, image_format, progress: see :func:`~fewray.platform.data.sources._common.write_class_catalog`.
+        resize_mode, image_format, progress: see :func:`~fewray.data.sources._common.write_class_catalog`.
 
     Returns:
         The ``catalog.json`` dict.
 
     Raises:
         DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
-            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
-            as :func:`~fewray.platform.data.sources.folder.prepare_folder`.
+            not a fewray catalog (checked first, see :func:`~fewray.data.catalog.check_output_dir`);
+            as :func:`~fewray.data.sources.folder.prepare_folder`.
 
     Example::
 

@@ -71,7 +71,7 @@ ROOT is a multi-label catalog" instead of reading one class per image):
 - ``image_id`` (string): the COCO image id (decimal) or the VOC file id;
 - ``file_name`` (string): the image file, relative to ``SOURCE``.
 
-The ``multi_label`` training task reads it with :func:`fewray.platform.data.multi_label.load_multi_label_split`
+The ``multi_label`` training task reads it with :func:`fewray.data.multi_label.load_multi_label_split`
 (images and a multi-hot target matrix).
 
 ``catalog.json``: ``dataset``, ``task: "multi_label"``, ``format`` (``coco``/``voc``), ``classes``,
@@ -93,7 +93,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fewray.platform.data.sources._common import (
+from fewray.data.sources._common import (
     check_image_options,
     check_output_dir,
     encode_image,
@@ -103,7 +103,7 @@ from fewray.platform.data.sources._common import (
     resize_image,
     write_catalog_info,
 )
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 ROBOFLOW_FILE = "_annotations.coco.json"
 #: Parquet schema of a multi-label split
@@ -496,7 +496,7 @@ def prepare_multilabel(
         source: the release folder (``coco128/``, ``coco_mini/``, a Roboflow export, ``bccd/`` or ``bccd/BCCD``).
         out: catalog directory to write (new, empty, or a catalog fewray wrote; replaced atomically).
         image_size: output side in pixels (default 224). resize_mode: ``stretch`` (default) or ``center_crop``;
-            image_format: ``png`` (default) or ``jpeg``; see :func:`~fewray.platform.data.sources._common.resize_image`.
+            image_format: ``png`` (default) or ``jpeg``; see :func:`~fewray.data.sources._common.resize_image`.
         progress: called with 1 after each image.
         splits: ``{split: annotation file relative to source}`` instead of the detected ones (COCO ``.json`` or
             VOC image-set ``.txt``); for COCO, a split may also list several files and ``{file: FILE, part: "k/n"}``

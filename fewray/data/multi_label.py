@@ -1,19 +1,19 @@
 """Multi-label catalog splits as arrays, and the Ray Data callable class that streams their training batches.
 
-A multi-label catalog (:mod:`fewray.platform.data.sources.multilabel`: ``catalog.json`` with ``task:
+A multi-label catalog (:mod:`fewray.data.sources.multilabel`: ``catalog.json`` with ``task:
 "multi_label"``, a ``labels`` list per image) is read by :func:`load_multi_label_split` into images ``(N, 3, S, S)``
 uint8 and a target matrix ``(N, C)`` int8: ``1`` a class of the image, ``0`` not, ``-1`` a class present only as
 difficult objects (VOC), which the loss and the metrics ignore (mmpretrain's convention).
 
 :class:`MultiLabelBatchBuilder` is a Ray Data callable class like
-:class:`~fewray.platform.data.streaming.BatchBuilder` (``map_batches(MultiLabelBatchBuilder, ...)`` over a range
-of batch ids, :func:`fewray.platform.data.streaming.multi_label_dataset`); each output row is one batch:
+:class:`~fewray.data.builders.BatchBuilder` (``map_batches(MultiLabelBatchBuilder, ...)`` over a range
+of batch ids, :func:`fewray.platform.streaming.multi_label_dataset`); each output row is one batch:
 
 - ``batch_id`` ``()`` int64
 - ``img`` ``(B, 3, S, S)`` uint8, ``gt_label`` ``(B, C)`` int8 (the rows of the target matrix)
 
 Batch ``b`` holds positions ``b*B .. b*B+B-1`` of an endless sequence of shuffled epochs (epoch ``e`` in the
-order ``default_rng([seed, e]).permutation(M)``, :class:`~fewray.platform.data.episodes.EpochBatchSampler`)
+order ``default_rng([seed, e]).permutation(M)``, :class:`~fewray.data.episodes.EpochBatchSampler`)
 and its augmentation is seeded by ``(seed, b)``: any worker count and any resume point see the same batches.
 """
 
@@ -26,11 +26,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from fewray.evaluation.multi_label import to_target_matrix
-from fewray.platform.data.catalog import _split_path, read_catalog_info, read_columns, read_split_images
-from fewray.platform.data.episodes import EpochBatchSampler
-from fewray.platform.data.streaming import BatchBuilder
-from fewray.platform.data.transforms import Augmenter
-from fewray.platform.errors import DataError
+from fewray.data.catalog import _split_path, read_catalog_info, read_columns, read_split_images
+from fewray.data.episodes import EpochBatchSampler
+from fewray.data.builders import BatchBuilder
+from fewray.data.transforms import Augmenter
+from fewray.core.errors import DataError
 
 #: ``catalog.json``'s ``task`` of a multi-label catalog
 TASK = "multi_label"
@@ -69,7 +69,7 @@ def check_multi_label_catalog(root: str) -> dict[str, Any]:
 
         >>> check_multi_label_catalog("data/omniglot")  # doctest: +SKIP
         Traceback (most recent call last):
-        fewray.platform.errors.DataError: catalog data/omniglot is not a multi-label catalog ...
+        fewray.core.errors.DataError: catalog data/omniglot is not a multi-label catalog ...
     """
     if "://" in root:
         return {}
@@ -124,12 +124,12 @@ def load_multi_label_split(root: str, split: str, num_classes: int | None = None
 
 class MultiLabelBatchBuilder(BatchBuilder):
     """Ray Data callable class: batch ids -> shuffled batches of a multi-label split (see the module docstring):
-    :class:`~fewray.platform.data.streaming.BatchBuilder` with the split's target rows as ``gt_label``.
+    :class:`~fewray.data.builders.BatchBuilder` with the split's target rows as ``gt_label``.
 
     Args:
         root (str): catalog directory; split (str): catalog split; batch_size (int): B, images per batch;
         seed (int): shuffling and augmentation seed; num_classes (int | None): default the catalog's;
-        augment (str): training augmentation preset (``none``, ``flip``; :mod:`fewray.platform.data.transforms`);
+        augment (str): training augmentation preset (``none``, ``flip``; :mod:`fewray.data.transforms`);
         image_size (int): its output side.
 
     Raises:

@@ -40,7 +40,7 @@ def train_transform(augment: str, image_size: int) -> Callable[[torch.Tensor], t
     Example::
 
         >>> import torch
-        >>> from fewray.platform.data.transforms import train_transform
+        >>> from fewray.data.transforms import train_transform
         >>> t = train_transform("standard", 84)
         >>> t(torch.zeros(3, 84, 84, dtype=torch.uint8)).shape
         torch.Size([3, 84, 84])

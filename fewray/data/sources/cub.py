@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewray.platform.data.sources._common import (
+from fewray.data.sources._common import (
     check_output_dir,
     open_image,
     require_dir,
     require_file,
     write_class_catalog,
 )
-from fewray.platform.errors import DataError
+from fewray.core.errors import DataError
 
 
 def closerlook_split(index: int) -> str:
@@ -56,14 +56,14 @@ def prepare_cub(source: str | Path, out: str | Path, image_size: int = 84, resiz
         source: directory holding ``CUB_200_2011/`` (or that directory itself).
         out: catalog directory to write (replaced only when the new catalog is complete).
         image_size: output side (84 by default).
-        resize_mode, image_format, progress: see :func:`~fewray.platform.data.sources._common.write_class_catalog`.
+        resize_mode, image_format, progress: see :func:`~fewray.data.sources._common.write_class_catalog`.
 
     Returns:
         The ``catalog.json`` dict.
 
     Raises:
         DataError: an ``out`` that is, contains or lies inside ``source``, or a non-empty directory that is
-            not a fewray catalog (checked first, see :func:`~fewray.platform.data.catalog.check_output_dir`);
+            not a fewray catalog (checked first, see :func:`~fewray.data.catalog.check_output_dir`);
             missing directory, list file or image (naming it), an image whose class id is not in
             ``classes.txt`` (unknown class), a corrupt image (naming it), a class without images.
 

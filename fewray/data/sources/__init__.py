@@ -13,30 +13,30 @@ name               release layout                                             cl
 
 Every source writes ``train``/``val``/``test`` Parquet tables of ``image_size x image_size`` RGB images
 (``image`` encoded bytes, ``label`` 0..C-1 per split, ``class_name``) and ``catalog.json``, atomically;
-bad input is a :class:`~fewray.platform.errors.DataError` naming the file or class. Omniglot (grayscale,
-rotations as classes) lives in :mod:`fewray.platform.data.omniglot`.
+bad input is a :class:`~fewray.core.errors.DataError` naming the file or class. Omniglot (grayscale,
+rotations as classes) lives in :mod:`fewray.data.omniglot`.
 
 Multi-label catalogs (one label *set* per image, no ``label`` column) come from detection annotations, COCO
 JSON (official, Roboflow, one file) or Pascal VOC XML: :data:`MULTI_LABEL_SOURCES`
-(:mod:`fewray.platform.data.sources.multilabel`); ``prepare_data.py multilabel`` makes them (its ``--split-file``
+(:mod:`fewray.data.sources.multilabel`); ``prepare_data.py multilabel`` makes them (its ``--split-file``
 names each split's annotation files, e.g. ``configs/multi_label/coco_split.yaml``).
 
 Example::
 
-    >>> from fewray.platform.data.sources import SOURCES
+    >>> from fewray.data.sources import SOURCES
     >>> SOURCES["caltech101"]("../shared/data/caltech101", "data/caltech101")  # doctest: +SKIP
-    >>> from fewray.platform.data.catalog import load_split
+    >>> from fewray.data.catalog import load_split
     >>> load_split("data/caltech101", "test", channels=3).images.shape  # doctest: +SKIP
     (..., 3, 84, 84)
 """
 
-from fewray.platform.data.sources.caltech101 import prepare_caltech101
-from fewray.platform.data.sources.cifar_fs import prepare_cifar_fs
-from fewray.platform.data.sources.cub import prepare_cub
-from fewray.platform.data.sources.folder import prepare_folder
-from fewray.platform.data.sources.mini_imagenet import prepare_mini_imagenet
-from fewray.platform.data.sources.multilabel import prepare_multilabel
-from fewray.platform.data.sources.tiered_imagenet import prepare_tiered_imagenet
+from fewray.data.sources.caltech101 import prepare_caltech101
+from fewray.data.sources.cifar_fs import prepare_cifar_fs
+from fewray.data.sources.cub import prepare_cub
+from fewray.data.sources.folder import prepare_folder
+from fewray.data.sources.mini_imagenet import prepare_mini_imagenet
+from fewray.data.sources.multilabel import prepare_multilabel
+from fewray.data.sources.tiered_imagenet import prepare_tiered_imagenet
 
 #: dataset name -> ``prepare(source, out, image_size=..., ..., progress=None) -> catalog info``
 SOURCES = {

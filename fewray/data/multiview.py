@@ -1,6 +1,6 @@
 """Two augmented views of every image, for contrastive self-supervised training (SimCLR); no Ray here.
 
-:class:`MultiViewBuilder` is a Ray Data callable class like :class:`~fewray.platform.data.streaming.BatchBuilder`
+:class:`MultiViewBuilder` is a Ray Data callable class like :class:`~fewray.data.builders.BatchBuilder`
 (``map_batches(MultiViewBuilder, fn_constructor_kwargs=...)`` over a range of batch ids), usable without Ray
 too. Each output row is one batch of ``B`` images seen twice:
 
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from fewray.platform.data.episodes import EpochBatchSampler
-from fewray.platform.errors import DataError
+from fewray.data.episodes import EpochBatchSampler
+from fewray.core.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -84,7 +84,7 @@ class MultiViewBuilder:
         crop_scale, jitter_strength: see :func:`simclr_transform`.
 
     Raises:
-        DataError: the catalog or split cannot be read (:func:`~fewray.platform.data.catalog.load_split`),
+        DataError: the catalog or split cannot be read (:func:`~fewray.data.catalog.load_split`),
             or the split holds no images.
         ValueError: ``batch_size < 1``, or a bad augmentation argument.
 
@@ -104,7 +104,7 @@ class MultiViewBuilder:
     def __init__(self, root: str, split: str, channels: int, batch_size: int, seed: int,
                  image_size: int | None = None, crop_scale: Sequence[float] = (0.08, 1.0),
                  jitter_strength: float = 1.0) -> None:
-        from fewray.platform.data.catalog import load_split, read_labels
+        from fewray.data.catalog import load_split, read_labels
 
         if len(read_labels(root, split)) == 0:  # before decoding (an empty split has nothing to stack)
             raise DataError(f"the {split} split of {root} has no images")
@@ -139,7 +139,7 @@ class MultiViewBuilder:
 
     def indices(self, batch_id: int) -> np.ndarray:
         """Image indices ``(B,)`` of batch ``batch_id``: BatchBuilder's batch, the same
-        :class:`~fewray.platform.data.episodes.EpochBatchSampler`."""
+        :class:`~fewray.data.episodes.EpochBatchSampler`."""
         return self.sampler.indices(batch_id)
 
     def views(self, batch_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,87 @@
+"""Ray Data streams of training rows: a range of step ids mapped, in order, by one builder actor.
+
+The builders (:mod:`fewray.data.builders`, :mod:`fewray.data.multiview`, :mod:`fewray.data.multi_label`) say what
+a row holds; this module makes them a Ray Dataset, which Ray Train splits across its workers
+(``get_dataset_shard``).
+"""
+
+from __future__ import annotations
+
+import ray
+
+from fewray.data.builders import BatchBuilder, EpisodeBuilder
+
+
+def episode_dataset(
+    root: str,
+    split: str,
+    channels: int,
+    ways: int,
+    shots: int,
+    queries: int,
+    seed: int,
+    start: int,
+    stop: int,
+    builder_cpus: float = 0.0,
+    augment: str = "none",
+    image_size: int = 28,
+) -> "ray.data.Dataset":
+    """A Ray Dataset of episodes ``start..stop-1`` (one row per episode, see the module docstring).
+
+    Args:
+        builder_cpus (float): CPUs reserved by the builder actor. Default 0: gathering an episode is
+            array indexing, and the Ray Train workers may hold every CPU slot of a small machine.
+        augment, image_size: the training augmentation preset and its output side.
+    """
+    return _id_stream(start, stop, EpisodeBuilder, builder_cpus, dict(
+        root=root, split=split, channels=channels, ways=ways, shots=shots, queries=queries, seed=seed,
+        augment=augment, image_size=image_size))
+
+
+def batch_dataset(
+    root: str, split: str, channels: int, batch_size: int, seed: int, start: int, stop: int,
+    builder_cpus: float = 0.0, augment: str = "none", image_size: int = 28,
+) -> "ray.data.Dataset":
+    """A Ray Dataset of labelled batches ``start..stop-1`` (one row per batch, see :class:`BatchBuilder`)."""
+    return _id_stream(start, stop, BatchBuilder, builder_cpus, dict(
+        root=root, split=split, channels=channels, batch_size=batch_size, seed=seed, augment=augment,
+        image_size=image_size))
+
+
+def multiview_dataset(
+    root: str, split: str, channels: int, batch_size: int, seed: int, start: int, stop: int,
+    builder_cpus: float = 0.0, image_size: int | None = None,
+) -> "ray.data.Dataset":
+    """A Ray Dataset of two-view batches ``start..stop-1`` for contrastive pre-training (one row per batch,
+    ``view1``/``view2`` uint8 ``(B, C, S, S)``; see :class:`fewray.data.multiview.MultiViewBuilder`)."""
+    from fewray.data.multiview import MultiViewBuilder
+
+    return _id_stream(start, stop, MultiViewBuilder, builder_cpus, dict(
+        root=root, split=split, channels=channels, batch_size=batch_size, seed=seed, image_size=image_size))
+
+
+def multi_label_dataset(
+    root: str, split: str, batch_size: int, seed: int, start: int, stop: int, num_classes: int | None = None,
+    builder_cpus: float = 0.0, augment: str = "none", image_size: int = 224,
+) -> "ray.data.Dataset":
+    """A Ray Dataset of multi-label batches ``start..stop-1`` (one row per batch, ``img`` uint8 ``(B, 3, S, S)``
+    and ``gt_label`` int8 ``(B, C)``; see :class:`fewray.data.multi_label.MultiLabelBatchBuilder`)."""
+    from fewray.data.multi_label import MultiLabelBatchBuilder
+
+    return _id_stream(start, stop, MultiLabelBatchBuilder, builder_cpus, dict(
+        root=root, split=split, batch_size=batch_size, seed=seed, num_classes=num_classes, augment=augment,
+        image_size=image_size))
+
+
+def _id_stream(start: int, stop: int, builder: type, builder_cpus: float, kwargs: dict) -> "ray.data.Dataset":
+    """``ids start..stop-1`` mapped one by one, in order, by one ``builder`` actor."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False  # per-row bars cost CPU on small machines and spam logs
+    return ray.data.from_items([{"id": i} for i in range(start, stop)]).map_batches(
+        builder,
+        fn_constructor_kwargs=kwargs,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=builder_cpus,
+    )
