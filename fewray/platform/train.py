@@ -111,8 +111,86 @@ def sum_losses(out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
     return total, logged
 
 
+def _restore(model: torch.nn.Module, optimizer, scheduler, cfg: ExperimentConfig,
+             loop_cfg: dict[str, Any]) -> tuple[int, bool]:
+    """Load the state training continues from; ``(step, restored by Ray after a worker restart)``.
+
+    Ray's checkpoint after a worker restart counts only if it is newer than where this fit's stream starts
+    (after a re-run with the same output dir Ray may hand back an older one of the interrupted run); else the
+    latest checkpoint of an earlier run (``resume_from``); else a fresh start, with the model's training-start
+    hook (``before_train``, e.g. ArcFace's adaptive margins from the class counts) when it has one.
+    """
+    start_step = int(loop_cfg["start_step"])
+    state, restored = None, False
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = load_checkpoint(d)
+        restored = int(state["step"]) > start_step
+        if int(state["step"]) < start_step:
+            state = None
+    if state is None and loop_cfg.get("resume_from"):
+        state = load_checkpoint(loop_cfg["resume_from"])
+    if state is None:
+        if hasattr(model, "before_train"):
+            model.before_train(class_counts=np.bincount(read_labels(cfg.data.root, "train")))
+        return 0, False
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"]), restored
+
+
+class _LossMeter:
+    """Running means of the step's scalars (every loss of the dict, ``accuracy``, ...) between two log lines, and
+    the task's throughput (steps of all workers per second)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.seen, self.t0 = 0, time.perf_counter()
+        self.last_loss = float("nan")
+
+    def add(self, scalars: dict[str, float]) -> None:
+        self.seen += 1
+        for key, value in scalars.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def flush(self, world: int, rate_name: str, lr: float) -> dict[str, float]:
+        """The means since the last flush, ``lr`` and the rate; starts a new window."""
+        out = {**{k: v / self.seen for k, v in self.sums.items()}, "lr": lr,
+               rate_name: self.seen * world / (time.perf_counter() - self.t0)}
+        self.last_loss = self.sums.get("loss", 0.0) / max(self.seen, 1)
+        self.sums, self.seen, self.t0 = {}, 0, time.perf_counter()
+        return out
+
+
+def _validate_and_report(step: int, core, optimizer, scheduler, validator, task, logger, loop_cfg,
+                         last_loss: float) -> None:
+    """Rank 0: validate, log, print the progress line, and report a checkpoint to Ray Train (which keeps the best by
+    ``val.metric``); other ranks report the step only."""
+    metrics: dict[str, Any] = {"step": step}
+    if validator is None:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    val = validator(task.eval_model(core), ray.train.torch.get_device())
+    metrics.update(val)
+    if logger:
+        logger.log({f"val_{k}": v for k, v in val.items()}, step)
+        logger.flush()
+    # progress in the terminal (fewray's log lines reach the driver; Ray's own stay in its logs)
+    cfg_steps = loop_cfg["config"]["train"]["num_steps"]
+    log.info("step %d/%d: training loss %.4f, %s", step, cfg_steps, last_loss, task.val_line(val))
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(d, model=core.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), step=step, config=loop_cfg["config"],
+                        identity=loop_cfg.get("identity", {}), metrics=val)
+        Path(d, METRICS_FILE).write_text(json.dumps({**val, "step": step}))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
+                         checkpoint_dir_name=f"checkpoint_{step:07d}")
+
+
 def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
-    """One Ray Train worker: resume, train on streamed episodes, meta-validate and checkpoint.
+    """One Ray Train worker: resume, train on its shard of the task's stream, validate and checkpoint.
 
     Args:
         loop_cfg: ``{"config": dict, "tracking_uri": str | None, "run_id": str | None, "start_step": int,
@@ -131,29 +209,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
 
     model = channels_last(build_classifier(cfg.model))
     optimizer, scheduler = make_optimizer(model, cfg)
-    step = 0
-    # Ray's checkpoint after a worker restart; else the latest one of an earlier run in the output dir.
-    # Ray's checkpoint counts only if it is newer than where this fit's episode stream starts: after a
-    # re-run with the same output dir Ray may hand back an older one of the interrupted run.
-    start_step = int(loop_cfg["start_step"])
-    state, restored = None, False
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = load_checkpoint(d)
-        restored = int(state["step"]) > start_step
-        if int(state["step"]) < start_step:
-            state = None
-    if state is None and loop_cfg.get("resume_from"):
-        state = load_checkpoint(loop_cfg["resume_from"])
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-    elif hasattr(model, "before_train"):  # a training-start hook (e.g. ArcFace's adaptive margins from class counts)
-        labels = read_labels(cfg.data.root, "train")
-        model.before_train(class_counts=np.bincount(labels))
+    step, restored = _restore(model, optimizer, scheduler, cfg, loop_cfg)
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
 
@@ -174,12 +230,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             logger.log({"restored_from_step": step}, step)
             log.warning("Ray Train worker restarted: resuming from the checkpoint of step %d", step)
     # A restarted worker sees its shard from the start: skip what was trained before the restart.
-    skip = step - start_step
-    sums: dict[str, float] = {}
-    last_loss = float("nan")
-    seen, t_last = 0, time.perf_counter()
-    shard = ray.train.get_dataset_shard("train")
-    for batch in shard.iter_torch_batches(batch_size=1, prefetch_batches=4, device=device):
+    skip = step - int(loop_cfg["start_step"])
+    meter = _LossMeter()
+    for batch in ray.train.get_dataset_shard("train").iter_torch_batches(batch_size=1, prefetch_batches=4,
+                                                                         device=device):
         if skip > 0:
             skip -= 1
             continue
@@ -191,52 +245,15 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         optimizer.step()
         scheduler.step()
         step += 1
-        seen += 1
-        for key, value in scalars.items():
-            sums[key] = sums.get(key, 0.0) + value
+        meter.add(scalars)
         if step % tc.log_interval == 0:
+            means = meter.flush(world, task.rate_name, scheduler.get_last_lr()[0])
             if logger:
-                logger.log(
-                    {
-                        **{key: value / seen for key, value in sums.items()},
-                        "lr": scheduler.get_last_lr()[0],
-                        task.rate_name: seen * world / (time.perf_counter() - t_last),
-                    },
-                    step,
-                )
+                logger.log(means, step)
                 logger.flush()
-            last_loss = sums.get("loss", 0.0) / max(seen, 1)
-            sums = {}
-            seen, t_last = 0, time.perf_counter()
         if step % tc.val_interval == 0 or step == tc.num_steps:
-            metrics: dict[str, Any] = {"step": step}
-            if rank == 0:
-                val = validator(task.eval_model(core), device)
-                metrics.update(val)
-                if logger:
-                    logger.log({f"val_{k}": v for k, v in val.items()}, step)
-                    logger.flush()
-                # progress in the terminal (fewray's log lines reach the driver; Ray's own stay in its logs)
-                log.info("step %d/%d: training loss %.4f, %s", step, tc.num_steps, last_loss, task.val_line(val))
-                with tempfile.TemporaryDirectory() as d:
-                    save_checkpoint(
-                        d,
-                        model=core.state_dict(),
-                        optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(),
-                        step=step,
-                        config=loop_cfg["config"],
-                        identity=loop_cfg.get("identity", {}),
-                        metrics=val,
-                    )
-                    Path(d, METRICS_FILE).write_text(json.dumps({**val, "step": step}))
-                    ray.train.report(
-                        metrics,
-                        checkpoint=ray.train.Checkpoint.from_directory(d),
-                        checkpoint_dir_name=f"checkpoint_{step:07d}",
-                    )
-            else:
-                ray.train.report(metrics, checkpoint=None)
+            _validate_and_report(step, core, optimizer, scheduler, validator, task, logger, loop_cfg,
+                                 meter.last_loss)
         if step >= tc.num_steps:
             break
     if logger:
