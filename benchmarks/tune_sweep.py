@@ -39,11 +39,10 @@ from fewray.platform.errors import run_cli  # noqa: E402
 CONFIG = "configs/classification/arcface/conv4_omniglot_tune.yaml"
 
 
-def render(summary: dict, wall_seconds: float, config: str) -> str:
+def render(summary: dict, wall_seconds: float, config: str, info: dict) -> str:
     """The Markdown table of a ``sweep_summary.json``: one row per trial, sorted by the searched value."""
     keys = summary["search_keys"]
     trials = sorted(summary["trials"], key=lambda t: [t["params"].get(k) for k in keys])
-    info = machine_info()
     lines = [f"Ray Tune sweep of {', '.join(keys)} ({config}): {summary['num_trials']} trials, one at a time; "
              f"metric: validation {summary['metric']} ({summary['mode']}), best of the trial's validations. {wall_seconds / 60:.1f} min end to end ({summary['sweep_seconds'] / 60:.1f} in Tune) "
              f"on {info.get('cores', '')} cores {info.get('cpu', '')}, {info.get('date', '')}.", "",
@@ -65,20 +64,27 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=CONFIG)
     p.add_argument("--runs-dir", default=None, help="default runs/sweep_<config name>")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--table-only", action="store_true", help="re-render the table from the stored result JSON")
     args = p.parse_args(argv)
     from fewray.platform.config import load_config
 
     name = load_config(ROOT / args.config).name
     runs = (ROOT / (args.runs_dir or f"runs/sweep_{name}")).resolve()
     out = ROOT / "benchmarks" / "results" / f"sweep_{name}"
+    if args.table_only:
+        stored = json.loads(out.with_suffix(".json").read_text())
+        table = render(stored["summary"], stored["wall_seconds"], stored["config"], stored["machine"])
+        print(table)
+        out.with_suffix(".md").write_text(table + "\n")
+        return 0
     runs.mkdir(parents=True, exist_ok=True)
     sets = [x for o in args.overrides for x in ("--set", o)]
     t0 = time.perf_counter()
     pipeline("pipelines/tune.py", "--config", args.config, "--output-dir", str(runs / "sweep"),
              "--tracking-uri", f"sqlite:///{runs / 'mlflow.db'}", *sets, log=runs / "sweep.log")
     wall = time.perf_counter() - t0
-    summary = json.loads((runs / "sweep" / "sweep_summary.json").read_text())
-    table = render(summary, wall, args.config)
+    summary = repo_relative(json.loads((runs / "sweep" / "sweep_summary.json").read_text()))
+    table = render(summary, wall, args.config, machine_info())
     print(table)
     out.with_suffix(".json").write_text(json.dumps(repo_relative(
         {"config": args.config, "overrides": args.overrides, "wall_seconds": round(wall, 1), "machine": machine_info(),
