@@ -127,6 +127,7 @@ def test_empty_class_in_the_source_release(tmp_path):
     assert (out / "catalog.json").read_text() == '{"dataset": "earlier"}\n'
 
 
+@pytest.mark.slow  # 14 s: the not-slow run stays under 3 minutes
 def test_corrupt_image_in_the_catalog(trained, omniglot_catalog, tmp_path, existing_output):
     table = pq.read_table(omniglot_catalog / "test.parquet", columns=["image", "label", "class_name"])
     cols = {k: table.column(k).to_pylist()[:800] for k in ("image", "label", "class_name")}  # 40 classes

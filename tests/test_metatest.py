@@ -44,6 +44,7 @@ def test_one_and_two_workers_give_identical_accuracy(trained, omniglot_catalog, 
     assert one.accuracy_mean > 50.0
 
 
+@pytest.mark.slow  # 20 + 8 s: the not-slow run stays under 3 minutes
 @pytest.mark.parametrize(
     "model_cfg",
     [
