@@ -37,12 +37,21 @@ def extract_features(model: torch.nn.Module, images: np.ndarray, batch_size: int
     Returns:
         ``(N, D)`` float32 features on the CPU.
     """
+    return batched_outputs(model, images, "extract_feat", batch_size, device)
+
+
+def batched_outputs(model: torch.nn.Module, images: np.ndarray, method: str, batch_size: int = 128,
+                    device: str = "cpu") -> torch.Tensor:
+    """``model.<method>`` of uint8 images ``(N, C, H, W)`` scaled to [0, 1], in eval mode and no-grad batches of
+    ``batch_size``, concatenated on the CPU as float32 (``extract_feat``: features; ``predict_scores``: a multi-label
+    model's sigmoids); the model's train/eval mode is restored."""
     was_training = model.training
     model.eval()
     channels_last(model)
     out = []
-    for s in range(0, len(images), batch_size):
-        x = to_float(images[s : s + batch_size]).to(device, non_blocking=True)
-        out.append(model.extract_feat(x).float().cpu())
+    with torch.no_grad():  # not inference_mode: fine-tune heads train on these features
+        for s in range(0, len(images), batch_size):
+            x = to_float(images[s : s + batch_size]).to(device, non_blocking=True)
+            out.append(getattr(model, method)(x).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

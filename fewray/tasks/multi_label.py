@@ -49,18 +49,9 @@ def score_images(model: "torch.nn.Module", images: np.ndarray, batch_size: int =
         >>> score_images(model, np.zeros((3, 3, 32, 32), np.uint8), batch_size=2).shape
         (3, 5)
     """
-    import torch
+    from fewray.platform.features import batched_outputs
 
-    from fewray.platform.features import to_float
-
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(images), batch_size):
-            out.append(model.predict_scores(to_float(images[s:s + batch_size]).to(device)).float().cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    return batched_outputs(model, images, "predict_scores", batch_size, str(device)).numpy()
 
 
 class MultiLabelValidator:
