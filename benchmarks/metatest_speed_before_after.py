@@ -124,13 +124,14 @@ def main(argv=None) -> int:
              f"after ({after}{' + uncommitted' if dirty else ''})": ROOT}
     results = []
     for i in range(args.repeats):
-        for label, tree in trees.items():
+        # ABBA order: before/after, then after/before, so neither tree always runs on a warmer machine.
+        for label, tree in (list(trees.items()) if i % 2 == 0 else list(trees.items())[::-1]):
             results.append(run_tree(tree, label.split(" ")[0], i, args, runs))
             results[-1]["tree"] = label
     keys = list(results[0]["ratios"])
     lines = [f"Meta-test speed before and after: fewray's ratio to the ideal (lower is better), ProtoNet Conv4, "
              f"Omniglot test split, {args.tasks} tasks, 15 queries; each run measures its own ideal. "
-             f"Runs alternate before/after. `python benchmarks/metatest_speed_before_after.py --before {args.before}`.",
+             f"Runs alternate before/after in ABBA order. `python benchmarks/metatest_speed_before_after.py --before {args.before}`.",
              "", "| ratio | " + " | ".join(f"{r['tree']} #{r['run']}" for r in results) + " | before spread | after mean |",
              "|---|" + "---|" * (len(results) + 2)]
     summary = {}
