@@ -1,4 +1,6 @@
-"""Evaluate a multi-label checkpoint on a catalog split: images scored by Ray tasks, mAP / CF1 / OF1, one MLflow run.
+"""Evaluate a multi-label or detection checkpoint on a catalog split: images scored by Ray tasks, one MLflow run
+(multi-label: mAP / CF1 / OF1; detection: COCO AP, AP50, AP75 for all classes and per class split, one COCOeval
+over the detections of every task).
 
 Usage::
 

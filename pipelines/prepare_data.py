@@ -14,11 +14,21 @@ Usage::
     python pipelines/prepare_data.py multilabel --source ../shared/data/coco128 --out data/coco128_ml
     python pipelines/prepare_data.py multilabel --source ../shared/data --out data/coco_ml \
         --split-file configs/multi_label/coco_split.yaml
+    python pipelines/prepare_data.py detection --source ../shared/data --out data/coco_fsdet \
+        --split-file configs/detection/coco_split.yaml
+    python pipelines/prepare_data.py detection --source ../shared/data/bccd --out data/bccd_det
 
 ``multilabel`` makes a multi-label catalog (a label set per image) from COCO JSON or Pascal VOC XML detection
 annotations (fewray/data/sources/multilabel.py: the release layouts it detects); ``--split-file`` then
 names the annotation files of each split (paths relative to --source), several per split and parts of a file
 allowed (configs/multi_label/coco_split.yaml: the COCO split of benchmarks/multi_label_coco.py).
+
+``detection`` makes a detection catalog (fewray/data/detection/catalog.py: the original image files' bytes and
+their boxes, labels, crowd/difficult flags; fewray/data/detection/prepare.py: the release layouts and split files) from COCO JSON, Roboflow folders or VOC image sets; without
+--split-file, the release's own splits. --split-file (the multilabel syntax, plus optional ``class_splits``)
+names each split's files (configs/detection/coco_split.yaml: TFA's few-shot COCO protocol on our COCO images);
+--class-splits coco|voc1|voc2|voc3|YAML sets the base/novel class split stored in catalog.json. Images are stored
+as they are: --image-size, --resize and --format do not apply.
 
 The release layouts and class splits are described in README.md ("Datasets") and in
 fewray/data/sources/.
@@ -38,7 +48,8 @@ import _bootstrap  # noqa: F401
 
 from fewray.platform.errors import DataError, run_cli
 
-DATASETS = ["omniglot", "mini_imagenet", "tiered_imagenet", "cub", "cifar_fs", "folder", "caltech101", "multilabel"]
+DATASETS = ["omniglot", "mini_imagenet", "tiered_imagenet", "cub", "cifar_fs", "folder", "caltech101", "multilabel",
+            "detection"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="random class split with these proportions (default 0.64 0.16 0.20)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random class split (default 0)")
     g.add_argument("--exclude", action="append", default=[], metavar="CLASS", help="class folder to leave out (repeatable)")
+    g = p.add_argument_group("detection")
+    g.add_argument("--class-splits", default=None, metavar="NAME_OR_YAML",
+                   help="base/novel class split stored in the catalog: coco (TFA's 60/20), voc1, voc2, voc3, or a "
+                        "YAML {SPLIT_NAME: [classes]} (default: the split file's class_splits, else ALL_CLASSES only)")
     args = p.parse_args(argv)
     from pathlib import Path
 
@@ -73,7 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     from fewray.data.catalog import check_output_dir
 
     check_output_dir(args.out, (args.source,))  # fail fast: never replace the release or foreign files
-    if args.dataset == "omniglot":
+    if args.class_splits is not None and args.dataset != "detection":
+        raise DataError(f"--class-splits applies to detection only, not {args.dataset}")
+    if args.dataset == "detection":
+        from fewray.data.sources import DETECTION_SOURCES
+
+        given = [flag for flag, value, default in (("--image-size", args.image_size, None), ("--resize", args.resize,
+                 "stretch"), ("--format", args.format, "png"), ("--counts", args.counts, None),
+                 ("--ratios", args.ratios, None), ("--exclude", args.exclude, [])) if value != default]
+        if given:
+            raise DataError(f"{given[0]} does not apply to detection: a detection catalog stores the original "
+                            f"image files and their boxes")
+        with tqdm(unit="img", desc="detection", disable=not sys.stderr.isatty()) as bar:
+            info = DETECTION_SOURCES["detection"](args.source, args.out, split_file=args.split_file,
+                                                  class_splits=args.class_splits, progress=bar.update)
+    elif args.dataset == "omniglot":
         from fewray.data import omniglot
 
         if args.download:

@@ -300,14 +300,14 @@ def test_missing_catalog_hint_names_the_dataset(tmp_path):
     assert error(lambda: read_labels(str(root), "train")) == (
         f"data directory not found: {root} (create it with: python pipelines/prepare_data.py DATASET --source RELEASE "
         f"--out {root}, DATASET one of omniglot, mini_imagenet, tiered_imagenet, cub, cifar_fs, folder, caltech101, "
-        f"multilabel)")
+        f"multilabel, detection)")
 
 
 def test_hint_datasets_are_those_of_prepare_data():
     """The hint's dataset list is prepare_data.py's (its --help lists the choices)."""
     proc = prepare("--help")
     assert proc.returncode == 0
-    from fewray.data.sources import MULTI_LABEL_SOURCES, SOURCES
+    from fewray.data.sources import DETECTION_SOURCES, MULTI_LABEL_SOURCES, SOURCES
 
     choices = re.search(r"\{([^}]*omniglot[^}]*)\}", proc.stdout).group(1).split(",")
-    assert sorted(choices) == sorted(["omniglot", *SOURCES, *MULTI_LABEL_SOURCES])
+    assert sorted(choices) == sorted(["omniglot", *SOURCES, *MULTI_LABEL_SOURCES, *DETECTION_SOURCES])

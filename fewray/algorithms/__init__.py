@@ -5,12 +5,13 @@ Registries map config ``type:`` names to classes:
 builds a classifier from a ``model:`` config section.
 """
 
-from fewray.algorithms.builder import (BACKBONES, CLASSIFIERS, HEADS, LOSSES, NECKS, RETRIEVERS, SELFSUP,
-                                       build_classifier, model_class)
+from fewray.algorithms.builder import (BACKBONES, CLASSIFIERS, DETECTORS, HEADS, HOOKS, LOSSES, NECKS, RETRIEVERS,
+                                       SELFSUP, build_classifier, model_class)
 
 # Importing the modules registers their classes.
 from fewray.algorithms import losses, backbones, heads, cls_heads, classifiers, retrievers  # noqa: E402,F401
-from fewray.algorithms import necks, selfsup  # noqa: E402,F401
+from fewray.algorithms import necks, selfsup, fewshot_det  # noqa: E402,F401
 
-__all__ = ["BACKBONES", "HEADS", "CLASSIFIERS", "LOSSES", "NECKS", "RETRIEVERS", "SELFSUP", "build_classifier",
+__all__ = ["BACKBONES", "HEADS", "CLASSIFIERS", "DETECTORS", "HOOKS", "LOSSES", "NECKS", "RETRIEVERS", "SELFSUP",
+           "build_classifier",
            "model_class"]

@@ -14,17 +14,23 @@ LOSSES = Registry("loss")
 RETRIEVERS = Registry("retriever")
 NECKS = Registry("neck")
 SELFSUP = Registry("self-supervised model")
+#: detectors (Faster R-CNN, TFA, FSCE): built from the whole ``model:`` section (:mod:`fewray.algorithms.fewshot_det`)
+DETECTORS = Registry("detector")
+#: training hooks called every step with the model (FSCE's ``ContrastiveLossDecayHook``); ``train.hooks``
+HOOKS = Registry("training hook")
 
 
 def model_class(type_name: str) -> type:
-    """The class a ``model.type`` names: a few-shot classifier (:data:`CLASSIFIERS`) or a self-supervised model
-    (:data:`SELFSUP`).
+    """The class a ``model.type`` names: a few-shot classifier (:data:`CLASSIFIERS`), a self-supervised model
+    (:data:`SELFSUP`) or a detector (:data:`DETECTORS`).
 
     Raises:
         ConfigError: ``unknown classifier type 'X' (registered: ...)``.
     """
     if isinstance(type_name, str) and type_name in SELFSUP:
         return SELFSUP.get(type_name)
+    if isinstance(type_name, str) and type_name in DETECTORS:
+        return DETECTORS.get(type_name)
     return CLASSIFIERS.get(type_name)
 
 
@@ -60,10 +66,15 @@ def build_classifier(model_cfg: Any, validate_only: bool = False, for_checkpoint
     from fewray.core.registry import validate_kwargs
 
     cfg = model_cfg if isinstance(model_cfg, dict) else model_cfg.model_dump()
-    if isinstance(cfg.get("type"), str) and cfg["type"] in SELFSUP:  # built from its config dict as a whole
-        kwargs = {k: v for k, v in cfg.items() if not (for_checkpoint and k in init_file_args(cfg["type"]))}
-        model = SELFSUP.build(kwargs, "model")
-        return None if validate_only else model
+    for whole in (SELFSUP, DETECTORS):  # built from its config dict as a whole
+        if isinstance(cfg.get("type"), str) and cfg["type"] in whole:
+            skipped = init_file_args(cfg["type"]) + tuple(getattr(whole.get(cfg["type"]), "init_only_args", ()))
+            kwargs = {k: v for k, v in cfg.items() if not (for_checkpoint and k in skipped)}
+            if validate_only and whole is DETECTORS:
+                validate_kwargs(whole.get(cfg["type"]), {k: v for k, v in kwargs.items() if k != "type"}, "model")
+                return None
+            model = whole.build(kwargs, "model")
+            return None if validate_only else model
     extra = {k: v for k, v in cfg.items() if k not in ("type", "backbone", "head")}
     cls = CLASSIFIERS.get(cfg["type"])
     for registry, key in ((BACKBONES, "backbone"), (HEADS, "head")):

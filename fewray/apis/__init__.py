@@ -1,5 +1,5 @@
-"""fewray's inference APIs, mmfewshot's names: ``fewray.apis`` as ``mmfewshot.classification.apis`` (detection's
-``init_detector`` / ``inference_detector`` will join it). The top layer: it may import every other one, and none
+"""fewray's inference APIs, mmfewshot's names: ``fewray.apis`` as ``mmfewshot.classification.apis`` and detection's
+``init_detector`` / ``inference_detector`` / ``show_result`` as ``mmfewshot.detection.apis``. The top layer: it may import every other one, and none
 imports it.
 
 Example::
@@ -11,6 +11,7 @@ Example::
 
 from fewray.apis.classification import (SupportSetError, inference_classifier, init_classifier, load_image,
                                         process_support_images, show_result_pyplot)
+from fewray.apis.detection import inference_detector, init_detector, show_result
 
-__all__ = ["SupportSetError", "inference_classifier", "init_classifier", "load_image", "process_support_images",
+__all__ = ["SupportSetError", "inference_classifier", "inference_detector", "init_detector", "show_result", "init_classifier", "load_image", "process_support_images",
            "show_result_pyplot"]

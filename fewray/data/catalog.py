@@ -288,9 +288,9 @@ def prepare_hint(root: str) -> str:
     followed by ``_...`` (``data/caltech101``, ``data/mini-imagenet``, ``data/caltech101_32``); otherwise the
     command says ``DATASET`` and lists them.
     """
-    from fewray.data.sources import MULTI_LABEL_SOURCES, SOURCES  # here: the sources import this module
+    from fewray.data.sources import DETECTION_SOURCES, MULTI_LABEL_SOURCES, SOURCES  # the sources import this module
 
-    datasets = ["omniglot", *SOURCES, *MULTI_LABEL_SOURCES]
+    datasets = ["omniglot", *SOURCES, *MULTI_LABEL_SOURCES, *DETECTION_SOURCES]
     name = Path(root.rstrip("/")).name.lower().replace("-", "_")
     known = [d for d in sorted(datasets, key=len, reverse=True) if name == d or name.startswith(d + "_")]
     dataset = known[0] if known else "DATASET"

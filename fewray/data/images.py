@@ -32,14 +32,15 @@ def describe_image(img: ImageLike) -> str:
     return type(img).__name__
 
 
-def load_image(img: ImageLike, image_size: int, channels: int = 3, where: str | None = None) -> np.ndarray:
+def load_image(img: ImageLike, image_size: int | None, channels: int = 3, where: str | None = None) -> np.ndarray:
     """One image as the model sees it: ``(C, H, W)`` uint8 with ``H = W = image_size``.
 
     Args:
         img: a file path, a PIL image, or a uint8 array ``(H, W)`` (grayscale) / ``(H, W, 3|4)``. Images of
             16-bit (``I;16``) or 32-bit (``I``, ``F``) samples are scaled to 8 bits by
             :func:`~fewray.data.catalog.to_8bit` (16-bit: ``value >> 8``), not clipped.
-        image_size: output side; the image is resized (Lanczos, aspect ratio not kept) when it differs.
+        image_size: output side; the image is resized (Lanczos, aspect ratio not kept) when it differs; None: kept
+            at its own size (detection: the detector resizes it itself).
         channels: 1 (grayscale, PIL mode ``L``) or 3 (``RGB``).
         where: how error messages name the image (default: its path, or its type and shape).
 
@@ -58,7 +59,7 @@ def load_image(img: ImageLike, image_size: int, channels: int = 3, where: str | 
         raise DataError(f"expected an image path, a PIL image or a uint8 array, got {type(img).__name__}"
                         + (f" ({where})" if where else ""))
     pil = pil.convert("L" if channels == 1 else "RGB")
-    if pil.size != (image_size, image_size):
+    if image_size is not None and pil.size != (image_size, image_size):
         pil = pil.resize((image_size, image_size), Image.LANCZOS)
     arr = np.asarray(pil, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()

@@ -71,6 +71,40 @@ class DataConfig(_Strict):
     image_size: int = Field(28, ge=8)
     channels: Literal[1, 3] = 1
     augment: Literal["none", "flip", "standard"] = "none"
+    # detection only (a detection catalog, pipelines/prepare_data.py detection): see FewShotDetDataConfig
+    classes: str | list[str] | None = None
+    min_size: int | None = Field(None, ge=8)
+    base_classes: str | list[str] = "BASE_CLASSES"
+    novel_classes: str | list[str] = "NOVEL_CLASSES"
+    few_shot: "FewShotConfig | None" = None
+
+
+class FewShotConfig(_Strict):
+    """A detection training set of K instances per class (TFA's balanced K-shot set), mmfewshot's dataset options.
+
+    The detection fields of ``data:`` are: ``classes`` (the classes trained: a class split of the catalog's
+    ``catalog.json``, e.g. ``BASE_CLASSES`` / ``ALL_CLASSES``, or a list of names), ``min_size`` (the short side
+    images are resized to; ``image_size`` is the long side's limit), ``base_classes`` / ``novel_classes`` (the
+    splits AP is reported for, ``BASE_AP`` / ``NOVEL_AP``) and ``few_shot`` (this section; none: every annotation).
+
+    Attributes:
+        num_novel_shots (int | None): K for the novel classes. num_base_shots (int | None): K for the base classes
+            (None: all their instances).
+        ann_shot_filter (dict[str, int] | None): per-class K, overriding the two above.
+        seed (int): which of the seeded K-shot sets (TFA's seeds; 1 < 2 < 3 < 5 < 10 shots nested per seed).
+        shot_files (str | None): a directory of TFA's shot files to read instead of sampling.
+        split (str): the catalog split the shots come from. Default ``train``.
+    """
+
+    num_novel_shots: int | None = Field(None, ge=1)
+    num_base_shots: int | None = Field(None, ge=1)
+    ann_shot_filter: dict[str, Annotated[int, Field(ge=1)]] | None = None
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    shot_files: str | None = None
+    split: str = Field("train", min_length=1)
+
+
+DataConfig.model_rebuild()
 
 
 class ModelConfig(_Strict):
@@ -113,10 +147,22 @@ class OptimizerConfig(_Strict):
 
 
 class LrScheduleConfig(_Strict):
-    """Step decay: multiply the learning rate by ``gamma`` every ``step_size`` steps (Snell et al.)."""
+    """Step decay: multiply the learning rate by ``gamma`` every ``step_size`` steps (Snell et al.), or at each of
+    ``milestones`` when given (mmdet's ``step=[...]``), after an optional linear warm-up.
+
+    Attributes:
+        step_size (int): steps between decays (without ``milestones``). gamma (float): the decay factor.
+        milestones (list[int] | None): the steps at which to decay instead (detection's schedules).
+        warmup_steps (int): linear warm-up from ``warmup_ratio * lr`` to ``lr`` over these first steps (mmdet's
+            ``warmup='linear'``; detection). Default 0: none.
+        warmup_ratio (float): the warm-up's starting fraction of ``lr``. Default 0.001.
+    """
 
     step_size: int = Field(2000, ge=1)
     gamma: float = Field(0.5, gt=0, le=1)
+    milestones: list[Annotated[int, Field(ge=1)]] | None = None
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.001, gt=0, le=1)
 
 
 class TrainConfig(EpisodeConfig):
@@ -141,6 +187,8 @@ class TrainConfig(EpisodeConfig):
             CPUs (and GPUs with ``use_gpu``) before giving up with an error naming the request and what the
             cluster has. Default 0: fail at once (a fixed cluster or a laptop); set it on an autoscaling
             cluster, where nodes join after the request.
+        hooks (list[dict]): training hooks of :data:`fewray.algorithms.builder.HOOKS` called before every step
+            with the model (``{type: ContrastiveLossDecayHook, decay_steps: [...], decay_rate: 0.5}``: FSCE).
     """
 
     ways: int = Field(60, ge=2)
@@ -159,6 +207,7 @@ class TrainConfig(EpisodeConfig):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=-1)
     resource_wait_s: float = Field(0.0, ge=0)
+    hooks: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class EvalConfig(EpisodeConfig):

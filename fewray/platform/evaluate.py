@@ -1,5 +1,7 @@
 """Evaluation of a multi-label checkpoint on a catalog split: images scored by Ray tasks, one MLflow run.
 
+A detector's checkpoint goes to :mod:`fewray.platform.evaluate_detection` (COCO AP over merged detections).
+
 The flow of ``pipelines/evaluate.py`` (the multi-label counterpart of ``pipelines/metatest.py``):
 
 1. every check on the driver, before Ray or MLflow start: the config's model is a multi-label one (training task
@@ -60,11 +62,16 @@ def prepare_evaluation(cfg: ExperimentConfig, checkpoint: str | Path, split: str
     from fewray.data.catalog import _split_path
     from fewray.data.multi_label import check_multi_label_catalog
     from fewray.tasks import task_for
+    from fewray.tasks.detection import DetectionTask
     from fewray.tasks.multi_label import MultiLabelTask
 
+    if isinstance(task_for(cfg), DetectionTask):  # a detector: fewray/platform/evaluate_detection.py
+        from fewray.platform.evaluate_detection import prepare_detection_evaluation
+
+        return prepare_detection_evaluation(cfg, checkpoint, split)[1:]
     if not isinstance(task_for(cfg), MultiLabelTask):
-        raise ConfigError(f"model.type {cfg.model.type} is not a multi-label model (its training task is not "
-                          f"multi_label); meta-test it with pipelines/metatest.py")
+        raise ConfigError(f"model.type {cfg.model.type} is neither a multi-label model nor a detector (its training "
+                          f"task is {type(task_for(cfg)).__name__}); meta-test it with pipelines/metatest.py")
     check_multi_label_catalog(cfg.data.root)
     _split_path(cfg.data.root, split or cfg.test.split)
     check_image_size(cfg)
@@ -132,6 +139,13 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, split: st
     from fewray.data.multi_label import load_multi_label_split
     from fewray.platform.tracking import log_dict_params, setup_tracking
 
+    from fewray.tasks import task_for
+    from fewray.tasks.detection import DetectionTask
+
+    if isinstance(task_for(cfg), DetectionTask):  # COCO AP over merged detections
+        from fewray.platform.evaluate_detection import evaluate_detector
+
+        return evaluate_detector(cfg, checkpoint, split, num_workers, tracking_uri)
     split = split or cfg.test.split
     label, state = prepare_evaluation(cfg, checkpoint, split)
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)

@@ -29,6 +29,7 @@ import ray
 import torch
 
 from fewray.algorithms import build_classifier
+from fewray.tasks.base import TrainingTask
 from fewray.evaluation.fewshot_accuracy import FewShotAccuracy
 from fewray.platform.base_classes import resolve_base_classes
 from fewray.platform.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
@@ -410,8 +411,16 @@ def prepare_metatest(cfg: "ExperimentConfig", checkpoint: str | Path, shots: lis
         base-class count, and the test split's labels.
 
     Raises:
-        DataError, CheckpointError, TrackingError: as :func:`meta_test_checkpoint`.
+        DataError, CheckpointError, TrackingError: as :func:`meta_test_checkpoint`; ConfigError: a detector or a
+            multi-label model (evaluated by ``pipelines/evaluate.py``).
     """
+    from fewray.platform.errors import ConfigError
+    from fewray.tasks import task_for
+
+    task = task_for(cfg)
+    if task.val_metrics != TrainingTask.val_metrics:  # not few-shot classification: no episodes to meta-test
+        raise ConfigError(f"model.type {cfg.model.type} is not a few-shot classifier (its training task is "
+                          f"{type(task).__name__}): evaluate it with pipelines/evaluate.py")
     check_image_size(cfg)
     label, state, _, cfg = _load_for_test(cfg, checkpoint, tracking_uri)
     t = cfg.test

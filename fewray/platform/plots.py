@@ -163,3 +163,47 @@ def plot_hparams_vs_metric(trials: list[dict[str, Any]], params: list[str], metr
         ax.set_title(f"{name} vs {metric}")
         ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
+
+
+def draw_detections(image: np.ndarray, boxes: Any, labels: list[str], scores: Any = None,
+                    score_thr: float = 0.3, width: int = 2) -> np.ndarray:
+    """An image with its detections drawn (``torchvision.utils.draw_bounding_boxes``): uint8 ``(3, H, W)`` in and
+    out; ``boxes`` ``(N, 4)`` x1, y1, x2, y2 pixels, ``labels`` N class names, ``scores`` ``(N,)`` (boxes below
+    ``score_thr`` left out; each drawn label reads ``name 0.87``).
+
+    Example::
+
+        >>> img = draw_detections(np.zeros((3, 40, 60), np.uint8), [[5, 5, 30, 30]], ["cat"], [0.9])
+        >>> img.shape, int(img.max()) > 0
+        ((3, 40, 60), True)
+    """
+    import torch
+    from torchvision.utils import draw_bounding_boxes
+
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+    s = np.ones(len(b), np.float32) if scores is None else np.asarray(scores, dtype=np.float32).reshape(-1)
+    keep = s >= score_thr
+    text = [f"{n} {v:.2f}" for n, v, k in zip(labels, s, keep) if k]
+    out = draw_bounding_boxes(torch.from_numpy(np.ascontiguousarray(image)), b[torch.from_numpy(keep)], text,
+                              colors="orange", width=width)
+    return out.numpy()
+
+
+def plot_detections(records: list[dict[str, Any]], outputs: list[dict[str, Any]], names: dict[int, str],
+                    path: str | Path, score_thr: float = 0.3) -> Path:
+    """A PNG of detections on a few evaluation images side by side (an MLflow artifact of an evaluation).
+
+    Args:
+        records: the images' records (``image`` bytes or ``path``); outputs: per image ``boxes``, ``scores``,
+            ``labels`` (category ids); names: category id -> name; score_thr: the drawing threshold.
+    """
+    from fewray.tasks.detection import decode_record_image
+
+    fig, axes = plt.subplots(1, len(records), figsize=(4 * len(records), 4), squeeze=False)
+    for ax, rec, out in zip(axes[0], records, outputs):
+        drawn = draw_detections(decode_record_image(rec), out["boxes"], [names.get(int(c), str(c)) for c in
+                                out["labels"]], out["scores"], score_thr)
+        ax.imshow(drawn.transpose(1, 2, 0))
+        ax.set_title(f"image {rec['image_id']}: {int((np.asarray(out['scores']) >= score_thr).sum())} boxes")
+        ax.axis("off")
+    return _save(fig, path)

@@ -73,6 +73,20 @@ def multi_label_dataset(
         image_size=image_size))
 
 
+def detection_dataset(
+    root: str, split: str, classes, few_shot: dict | None, batch_size: int, seed: int, start: int, stop: int,
+    min_size: int = 288, max_size: int = 384, flip: bool = True, builder_cpus: float = 0.0,
+) -> "ray.data.Dataset":
+    """A Ray Dataset of detection batches ``start..stop-1`` (one row per step: ``img`` uint8 ``(B, 3, S, S)``,
+    ``img_hw``, ``boxes`` ``(B, M, 4)``, ``labels`` ``(B, M)``, ``image_id``; see
+    :class:`fewray.data.detection.training.DetectionStepBuilder`)."""
+    from fewray.data.detection.training import DetectionStepBuilder
+
+    return _id_stream(start, stop, DetectionStepBuilder, builder_cpus, dict(
+        root=root, split=split, classes=classes, few_shot=few_shot, batch_size=batch_size, seed=seed,
+        min_size=min_size, max_size=max_size, flip=flip))
+
+
 def _id_stream(start: int, stop: int, builder: type, builder_cpus: float, kwargs: dict) -> "ray.data.Dataset":
     """``ids start..stop-1`` mapped one by one, in order, by one ``builder`` actor."""
     ctx = ray.data.DataContext.get_current()

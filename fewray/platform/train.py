@@ -38,7 +38,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from fewray.algorithms import build_classifier
-from fewray.algorithms.builder import init_file_args
+from fewray.algorithms.builder import HOOKS, init_file_args
 from fewray.platform.base_classes import resolve_base_classes
 from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
@@ -63,7 +63,8 @@ _CKPT_DIR = re.compile(r"^checkpoint_(\d+)$")
 
 def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> tuple[torch.optim.Optimizer, Any]:
     """The optimizer and step-decay scheduler of ``cfg.train`` (one parameter group per ``optimizer.lr_mult``
-    multiplier when it is set: a parameter takes the multiplier of the longest key its name contains)."""
+    multiplier when it is set: a parameter takes the multiplier of the longest key its name contains), with the
+    linear warm-up of ``lr_schedule.warmup_steps`` when set (chained with the decay)."""
     o = cfg.train.optimizer
     params: Any = [p for p in model.parameters() if p.requires_grad]
     if o.lr_mult:
@@ -78,7 +79,25 @@ def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> tuple[torch
     else:
         opt = getattr(torch.optim, o.type)(params, lr=o.lr, weight_decay=o.weight_decay)
     s = cfg.train.lr_schedule
-    return opt, torch.optim.lr_scheduler.StepLR(opt, s.step_size, s.gamma)
+    if not s.warmup_steps and not s.milestones:
+        return opt, torch.optim.lr_scheduler.StepLR(opt, s.step_size, s.gamma)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, s))
+
+
+def lr_factor(step: int, s) -> float:
+    """The learning-rate multiplier at ``step`` of a warm-up / milestone schedule (``train.lr_schedule``): the
+    linear warm-up's fraction times ``gamma`` to the number of decays passed.
+
+    Example::
+
+        >>> from fewray.platform.config import LrScheduleConfig
+        >>> s = LrScheduleConfig(milestones=[6], gamma=0.1, warmup_steps=4, warmup_ratio=0.001)
+        >>> [round(lr_factor(i, s), 4) for i in (0, 2, 4, 5, 6, 8)]
+        [0.001, 0.5005, 1.0, 1.0, 0.1, 0.1]
+    """
+    warm = s.warmup_ratio + (1 - s.warmup_ratio) * min(1.0, step / s.warmup_steps) if s.warmup_steps else 1.0
+    decays = sum(step >= m for m in s.milestones) if s.milestones else step // s.step_size
+    return warm * s.gamma ** decays
 
 
 def sum_losses(out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -229,6 +248,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         if restored:  # a worker restart (FailureConfig): record where training picked up again
             logger.log({"restored_from_step": step}, step)
             log.warning("Ray Train worker restarted: resuming from the checkpoint of step %d", step)
+    hooks = [HOOKS.build(h, "train.hooks") for h in tc.hooks]
     # A restarted worker sees its shard from the start: skip what was trained before the restart.
     skip = step - int(loop_cfg["start_step"])
     meter = _LossMeter()
@@ -239,6 +259,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             continue
         if step >= tc.num_steps:
             break
+        for hook in hooks:
+            hook.before_train_iter(core, step)
         total, scalars = sum_losses(model(mode="train", **task.model_inputs(batch)))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -437,7 +459,9 @@ def prepare_metatrain(cfg: ExperimentConfig, output_dir: Path):
     check_output_dir(output_dir)
     check_training_data(cfg)
     check_image_size(cfg)
-    cfg = resolve_base_classes(cfg)
+    cfg = task_for(cfg).resolve_config(resolve_base_classes(cfg))
+    for hook in cfg.train.hooks:  # an unknown hook or argument: one line, before any work
+        HOOKS.build(hook, "train.hooks")
     build_classifier(cfg.model)  # arguments only the built model checks (files it reads, sizes): one line, here
     cfg_dict = cfg.to_dict()
     ident = training_identity(cfg, cfg_dict)

@@ -14,16 +14,18 @@ task             batches (Ray Data)                                    models
 ``multiview``    two augmented views per image, labels unused          SimCLR (self-supervised)
 ``multi_label``  shuffled batches with multi-hot targets, validated    ImageClassifier with a multi-label head
                  by mAP on the val split's images
+``detection``    detection batches (images + boxes) of a detection     FasterRCNN, TFA, FSCE
+                 catalog, K-shot sets; validated by COCO AP
 ===============  ====================================================  ===========================================
 
 Example::
 
     >>> from fewray.tasks import TASKS
     >>> sorted(TASKS.list())
-    ['batches', 'episodes', 'multi_label', 'multiview']
+    ['batches', 'detection', 'episodes', 'multi_label', 'multiview']
 """
 
 from fewray.tasks.base import TASKS, TrainingTask, task_for, task_for_class
-from fewray.tasks import fewshot, multi_label, selfsup  # noqa: F401,E402  (registers the tasks)
+from fewray.tasks import detection, fewshot, multi_label, selfsup  # noqa: F401,E402  (registers the tasks)
 
 __all__ = ["TASKS", "TrainingTask", "task_for", "task_for_class"]

@@ -44,6 +44,11 @@ class TrainingTask:
         so that any worker count and any resume point see the same batches."""
         raise NotImplementedError
 
+    def resolve_config(self, cfg: "ExperimentConfig") -> "ExperimentConfig":
+        """``cfg`` with what the task derives from the data filled in before training (the detection task:
+        ``model.class_names`` from ``data.classes``); default: ``cfg`` as it is."""
+        return cfg
+
     def check_data(self, cfg: "ExperimentConfig") -> None:
         """Fail before any work when the train split cannot serve this task's batches.
 

@@ -21,6 +21,13 @@ JSON (official, Roboflow, one file) or Pascal VOC XML: :data:`MULTI_LABEL_SOURCE
 (:mod:`fewray.data.sources.multilabel`); ``prepare_data.py multilabel`` makes them (its ``--split-file``
 names each split's annotation files, e.g. ``configs/multi_label/coco_split.yaml``).
 
+Detection catalogs (the original image files with their boxes, labels and crowd/difficult flags; ``catalog.json``
+``task: "detection"``, a base/novel ``class_splits``) come from the same COCO / Roboflow / VOC releases:
+:data:`DETECTION_SOURCES` (:func:`fewray.data.detection.prepare.prepare_detection`); ``prepare_data.py detection``
+makes them (``--split-file configs/detection/coco_split.yaml``: TFA's few-shot COCO protocol). Their images are
+stored as they are, so :data:`DEFAULT_IMAGE_SIZE` has no entry for them (the detection batch builder resizes at
+training time: short side ``min_size``, long side at most ``max_size``).
+
 Example::
 
     >>> from fewray.data.sources import SOURCES
@@ -53,17 +60,44 @@ MULTI_LABEL_SOURCES = {
     "multilabel": prepare_multilabel,
 }
 
-#: default output side per source (natural images 84, CIFAR-FS its native 32, multi-label 224: ImageNet backbones)
+
+def prepare_detection(*args, **kwargs):
+    """Make a detection catalog: :func:`fewray.data.detection.prepare.prepare_detection` (same arguments), imported
+    when called, since the detection package reads this package's release layouts (a top-level import would be
+    circular).
+
+    Example::
+
+        >>> DETECTION_SOURCES["detection"] is prepare_detection
+        True
+        >>> prepare_detection("../shared/data/no_such_release", "data/x")
+        Traceback (most recent call last):
+        fewray.core.errors.DataError: detection source directory not found: ../shared/data/no_such_release
+    """
+    from fewray.data.detection.prepare import prepare_detection as prepare
+
+    return prepare(*args, **kwargs)
+
+
+#: detection sources: name -> ``prepare(source, out, split_file=None, format="auto", class_splits=None,
+#: progress=None) -> catalog info`` (original images, not resized)
+DETECTION_SOURCES = {
+    "detection": prepare_detection,
+}
+
+#: default output side per source (not for detection: its catalogs keep the original images) (natural images 84, CIFAR-FS its native 32, multi-label 224: ImageNet backbones)
 DEFAULT_IMAGE_SIZE = {"mini_imagenet": 84, "tiered_imagenet": 84, "cub": 84, "cifar_fs": 32, "folder": 84,
                       "caltech101": 84, "multilabel": 224}
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
+    "DETECTION_SOURCES",
     "MULTI_LABEL_SOURCES",
     "SOURCES",
     "prepare_caltech101",
     "prepare_cifar_fs",
     "prepare_cub",
+    "prepare_detection",
     "prepare_folder",
     "prepare_mini_imagenet",
     "prepare_multilabel",

@@ -1,0 +1,104 @@
+"""The training and evaluation sets of a detection config, read from a detection catalog (no Ray).
+
+:func:`training_records` is what the detection task's stream trains on: the catalog split's records, cut to the
+config's classes (``data.classes``; labels re-indexed into them) and, with ``data.few_shot``, to TFA's balanced
+K-shot set (:func:`~fewray.data.detection.coco.take_shots`; sampled from ``(seed, K)``, or read from TFA's shot
+files). :class:`DetectionStepBuilder` is the Ray Data callable that turns step ids into batches of them.
+:func:`eval_records` is the evaluation side: every image of a split with the annotations of the evaluated classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fewray.data.detection.catalog import check_detection_catalog, read_detection_split
+from fewray.data.detection.coco import shot_filter, take_shots
+from fewray.data.detection.records import select_classes
+from fewray.data.detection.shots import (read_tfa_coco_shots, read_tfa_voc_shots, tfa_coco_shot_file,
+                                         tfa_voc_shot_file)
+from fewray.data.detection.splits import resolve_classes
+
+
+def model_classes(root: str, classes: Any) -> list[str]:
+    """The class names a detector trained on ``root`` predicts: ``classes`` (a class split of the catalog or a
+    list of names; None: every class of the catalog), resolved against the catalog.
+
+    Raises:
+        DataError: not a detection catalog; an unknown split or a class the catalog lacks (naming it).
+    """
+    info = check_detection_catalog(root)
+    if classes is None:
+        return list(info["classes"])
+    return resolve_classes(classes, list(info["classes"]), dict(info.get("class_splits") or {}), source=root)
+
+
+def training_records(root: str, split: str, classes: Any = None, few_shot: dict[str, Any] | None = None,
+                     with_images: bool = True) -> list[dict[str, Any]]:
+    """The records a detector trains on (labels ``0..len(model_classes)-1``; images without a box left out).
+
+    Args:
+        root: a detection catalog. split: its split (``few_shot["split"]`` wins when given).
+        classes: ``data.classes``. few_shot: ``data.few_shot`` as a dict (``num_novel_shots``, ``num_base_shots``,
+            ``ann_shot_filter``, ``seed``, ``shot_files``, ``split``) or None: every annotation.
+        with_images: keep the image bytes (the stream needs them; a check does not).
+
+    Raises:
+        DataError: as :func:`model_classes`; a missing split; bad shot counts or shot files (naming them).
+    """
+    info = check_detection_catalog(root)
+    names = list(info["classes"])
+    splits = dict(info.get("class_splits") or {})
+    keep = model_classes(root, classes)
+    few_shot = dict(few_shot or {})
+    records = read_detection_split(root, few_shot.get("split") or split, images=with_images)
+    records = select_classes(records, names, keep)
+    if few_shot:
+        shots = shot_filter(keep, classes if classes is not None else "ALL_CLASSES", splits,
+                            few_shot.get("num_novel_shots"), few_shot.get("num_base_shots"),
+                            few_shot.get("ann_shot_filter"))
+        voc = info.get("format") == "voc"
+        records = take_shots(records, keep, shots, int(few_shot.get("seed", 0)), few_shot.get("shot_files"),
+                             read_tfa_voc_shots if voc else read_tfa_coco_shots,
+                             tfa_voc_shot_file if voc else tfa_coco_shot_file)
+    return records
+
+
+def eval_records(root: str, split: str, with_images: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
+    """``(records, class names)`` of a split for evaluation: every image (also those without a box), every
+    annotation (ignore boxes kept: crowd regions / difficult boxes), labels into the catalog's classes.
+
+    Raises:
+        DataError: not a detection catalog, or a missing split.
+    """
+    info = check_detection_catalog(root)
+    return read_detection_split(root, split, images=with_images), list(info["classes"])
+
+
+class DetectionStepBuilder:
+    """Ray Data callable class: training step ids -> detection batches (one row per step).
+
+    Loads :func:`training_records` once (in its actor) and builds step ``i`` with
+    :class:`~fewray.data.detection.builder.DetectionBatchBuilder` from ``(seed, i)`` alone, so any number of Ray
+    Train workers and any resume point see the same batches. Row columns (each with a leading axis of 1 per id):
+    ``img`` uint8 ``(B, 3, S, S)``, ``img_hw`` int32 ``(B, 2)``, ``boxes`` float32 ``(B, M, 4)``, ``labels`` int64
+    ``(B, M)`` (-1 padding), ``image_id`` int64 ``(B,)``.
+
+    Args:
+        root, split, classes, few_shot: as :func:`training_records`. batch_size (int): images per step.
+        seed (int): the order's seed. min_size, max_size (int): the resize rule. flip (bool): random horizontal flips.
+    """
+
+    def __init__(self, root: str, split: str, classes: Any, few_shot: dict[str, Any] | None, batch_size: int,
+                 seed: int, min_size: int, max_size: int, flip: bool) -> None:
+        from fewray.data.detection.builder import DetectionBatchBuilder
+
+        records = training_records(root, split, classes, few_shot)
+        self.builder = DetectionBatchBuilder(records, batch_size, seed, min_size=min_size, max_size=max_size,
+                                             flip=flip)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Build the steps of ``batch['id']``."""
+        rows = [self.builder(int(i)) for i in batch["id"]]
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
