@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--class-splits", default=None, metavar="NAME_OR_YAML",
                    help="base/novel class split stored in the catalog: coco (TFA's 60/20), voc1, voc2, voc3, or a "
                         "YAML {SPLIT_NAME: [classes]} (default: the split file's class_splits, else ALL_CLASSES only)")
+    g.add_argument("--min-bbox-area", type=float, default=None, metavar="PIXELS2",
+                   help="leave out COCO boxes smaller than this (w * h, pixels^2; mmfewshot's min_bbox_area); 1 drops "
+                        "zero-size boxes, which are otherwise refused (default: keep every box)")
     args = p.parse_args(argv)
     from pathlib import Path
 
@@ -101,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"image files and their boxes")
         with tqdm(unit="img", desc="detection", disable=not sys.stderr.isatty()) as bar:
             info = DETECTION_SOURCES["detection"](args.source, args.out, split_file=args.split_file,
-                                                  class_splits=args.class_splits, progress=bar.update)
+                                                  class_splits=args.class_splits, progress=bar.update,
+                                                  min_bbox_area=args.min_bbox_area)
     elif args.dataset == "omniglot":
         from fewray.data import omniglot
 

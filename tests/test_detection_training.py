@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SHARED_DATA, run_pipeline
+from conftest import REPO, SHARED_DATA, run_pipeline
 
 torch.set_num_threads(1)
 
@@ -34,7 +34,7 @@ def det_catalog(tmp_path_factory) -> Path:
 
 def det_config(root: Path, path: Path, **over) -> Path:
     """The CPU base-training config's shape at 128 px and a few steps, written to ``path``."""
-    cfg = yaml.safe_load(Path("configs/detection/faster_rcnn/lite0_fpn_coco_base_training.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "configs/detection/faster_rcnn/lite0_fpn_coco_base_training.yaml").read_text())
     cfg["data"].update(root=str(root), image_size=128, min_size=96)
     cfg["model"].update(min_size=96, max_size=128, neck={"out_channels": 32}, representation_size=64,
                         rpn={"pre_nms_top_n_train": 200, "post_nms_top_n_train": 100, "pre_nms_top_n_test": 100,
@@ -76,7 +76,7 @@ def test_base_training_fine_tuning_evaluation_and_detect(det_catalog, ray_local,
     assert outs[0]["NOVEL_AP"] == 0.0  # a base-only detector predicts no novel class
 
     # TFA: 80 classes by surgery from the base checkpoint, a 1-shot set, all but the predictor frozen
-    tfa_cfg = yaml.safe_load(Path("configs/detection/tfa/cos_lite0_fpn_coco_kshot.yaml").read_text())
+    tfa_cfg = yaml.safe_load((REPO / "configs/detection/tfa/cos_lite0_fpn_coco_kshot.yaml").read_text())
     small = yaml.safe_load(base_cfg.read_text())
     tfa_cfg["data"] = {**small["data"], "classes": "ALL_CLASSES",
                        "few_shot": {"num_novel_shots": 1, "num_base_shots": 1, "seed": 0}}
@@ -106,6 +106,7 @@ def test_base_training_fine_tuning_evaluation_and_detect(det_catalog, ray_local,
     assert all((tmp_path / "drawn" / f"{p.stem}_det.jpg").is_file() for p in images)
 
 
+@pytest.mark.slow
 def test_detection_and_classification_checkpoints_do_not_mix(det_catalog, tmp_path):
     """A detection config given a classification checkpoint and the reverse: one line, exit 2, nothing written."""
     cls_ckpt = tmp_path / "cls" / "checkpoint.pt"
@@ -119,7 +120,7 @@ def test_detection_and_classification_checkpoints_do_not_mix(det_catalog, tmp_pa
     det_ckpt = tmp_path / "det" / "checkpoint.pt"
     det_ckpt.parent.mkdir()
     torch.save({"model": {}, "config": {"model": {"type": "FasterRCNN", "class_names": ["a"]}}, "step": 1}, det_ckpt)
-    r = run_pipeline("metatest.py", "--config", "configs/classification/protonet_conv4_omniglot.yaml",
+    r = run_pipeline("metatest.py", "--config", str(REPO / "configs/classification/protonet_conv4_omniglot.yaml"),
                      "--checkpoint", str(det_ckpt), "--dry-run")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "FasterRCNN" in r.stderr

@@ -55,25 +55,13 @@ def init_detector(config: str | Path | ExperimentConfig | None, checkpoint: str 
         fewray.core.errors.ConfigError: model.type ProtoNet is not a detector (its training task is not detection): use init_classifier
     """
     from fewray.algorithms import build_classifier
-    from fewray.platform.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-    from fewray.platform.config import config_from_dict, load_config
+    from fewray.platform.checkpoint import config_and_state, load_model_state
     from fewray.platform.errors import ConfigError
     from fewray.platform.preflight import check_checkpoint_model
     from fewray.tasks import task_for
     from fewray.tasks.detection import DetectionTask
 
-    state = path = None
-    if checkpoint is not None:
-        path = resolve_checkpoint(Path(checkpoint).expanduser())
-        state = load_checkpoint(path)
-    if config is None:
-        if state is None or not isinstance(state.get("config"), dict):
-            raise ConfigError("init_detector needs a config (or a checkpoint that stores one)")
-        cfg = config_from_dict(state["config"])
-    elif isinstance(config, ExperimentConfig):
-        cfg = config
-    else:
-        cfg = load_config(config, overrides)
+    cfg, state, path = config_and_state(config, checkpoint, overrides, "init_detector")
     if not isinstance(task_for(cfg), DetectionTask):
         raise ConfigError(f"model.type {cfg.model.type} is not a detector (its training task is not detection): "
                           f"use init_classifier")

@@ -189,7 +189,8 @@ class CocoDetectionEvaluator(Evaluator):
     ``params.imgIds`` = the evaluated images (every image ``process`` saw, with or without detections; other
     images of ``gt`` are left out). A value COCOeval leaves undefined (-1: no ground truth of the split, or of
     that size, in the evaluated images) is NaN. With ``classwise`` also ``AP_{category name}`` (AP at IoU
-    .50:.95 from ``eval["precision"]``) for each category with ground truth in the evaluated images. No
+    .50:.95 from ``eval["precision"]``) and ``AP50_{category name}`` (at IoU .50) for each category with ground
+    truth in the evaluated images. No
     detection at all gives 0.0 for every AP that has ground truth. Crowd regions (``iscrowd=1``) follow
     COCOeval: a detection on one is neither a true nor a false positive.
 
@@ -203,7 +204,7 @@ class CocoDetectionEvaluator(Evaluator):
             ``area``, ``iscrowd``), ``categories`` (``id``, ``name``).
         class_splits (dict[str, list[int | str]] | None): split name -> its category ids (or names), e.g.
             ``{"BASE_CLASSES": [...], "NOVEL_CLASSES": [...]}``. Default None: the ALL split only.
-        classwise (bool): also report ``AP_{name}`` per category. Default False.
+        classwise (bool): also report ``AP_{name}`` and ``AP50_{name}`` per category. Default False.
 
     Raises:
         DataError: ``gt`` is not a COCO dict (a missing list or key, an annotation of an unknown image or
@@ -390,6 +391,8 @@ class CocoDetectionEvaluator(Evaluator):
                     p = precision[:, :, k, 0, -1]
                     if (p > -1).any():
                         out[f"AP_{self.categories[cid]}"] = float(p[p > -1].mean()) * 100.0
+                        p50 = p[0]  # IoU threshold 0.50 (params.iouThrs[0])
+                        out[f"AP50_{self.categories[cid]}"] = float(p50[p50 > -1].mean()) * 100.0
         self.last_summary = "\n".join(summaries)
         return out
 

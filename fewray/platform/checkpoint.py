@@ -54,6 +54,31 @@ def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: str | 
                        f"checkpoint {path} holds no state dict under 'model'")
 
 
+def config_and_state(config: "str | Path | ExperimentConfig | None", checkpoint: "str | Path | None",
+                     overrides: "list[str] | None", who: str) -> tuple["ExperimentConfig", dict | None, Path | None]:
+    """``(config, checkpoint state or None, checkpoint path or None)`` of an inference API: the config from a YAML
+    path (with ``overrides``), an ``ExperimentConfig``, or None for the one the checkpoint stores.
+
+    Raises:
+        ConfigError: no config and no checkpoint that stores one (naming ``who``); CheckpointError: a missing or
+            unreadable checkpoint.
+    """
+    from fewray.platform.config import ExperimentConfig, config_from_dict, load_config
+    from fewray.platform.errors import ConfigError
+
+    state = path = None
+    if checkpoint is not None:
+        path = resolve_checkpoint(Path(checkpoint).expanduser())
+        state = load_checkpoint(path)
+    if config is None:
+        if state is None or not isinstance(state.get("config"), dict):
+            raise ConfigError(f"{who} needs a config (or a checkpoint that stores one)")
+        return config_from_dict(state["config"]), state, path
+    if isinstance(config, ExperimentConfig):
+        return config, state, path
+    return load_config(config, overrides), state, path
+
+
 def load_classifier(config: "str | Path | ExperimentConfig | None", checkpoint: "str | Path | None" = None,
                     device: str = "cpu", overrides: "list[str] | None" = None) -> "torch.nn.Module":
     """A classifier built from ``config`` (a YAML path, an ``ExperimentConfig``, or None: the checkpoint's own) with
@@ -64,23 +89,9 @@ def load_classifier(config: "str | Path | ExperimentConfig | None", checkpoint: 
         ConfigError: no config and no checkpoint that stores one; CheckpointError: see ``init_classifier``.
     """
     from fewray.algorithms import build_classifier
-    from fewray.platform.config import ExperimentConfig, config_from_dict, load_config
-    from fewray.platform.errors import ConfigError
     from fewray.platform.features import channels_last
 
-    state = None
-    path = None
-    if checkpoint is not None:
-        path = resolve_checkpoint(Path(checkpoint).expanduser())
-        state = load_checkpoint(path)
-    if config is None:
-        if state is None or not isinstance(state.get("config"), dict):
-            raise ConfigError("init_classifier needs a config (or a checkpoint that stores one)")
-        cfg = config_from_dict(state["config"])
-    elif isinstance(config, ExperimentConfig):
-        cfg = config
-    else:
-        cfg = load_config(config, overrides)
+    cfg, state, path = config_and_state(config, checkpoint, overrides, "init_classifier")
     if state is not None:
         from fewray.platform.base_classes import resolve_base_classes
         from fewray.platform.preflight import check_checkpoint_model

@@ -107,6 +107,21 @@ def score_split(model_cfg: dict, model_state: dict, images: np.ndarray, targets:
     return evaluator.compute(evaluator.merge(get_all(refs)))
 
 
+def log_evaluation_params(cfg: ExperimentConfig, checkpoint: str, split: str) -> None:
+    """The active MLflow run's tag ``fewray.kind=evaluate``, the config's params with the checkpoint and split, and
+    the config as ``config/config.yaml`` (the start of every evaluation run: multi-label and detection)."""
+    import mlflow
+    import yaml
+
+    from fewray.platform.config import flatten
+    from fewray.platform.tracking import log_dict_params
+
+    mlflow.set_tag("fewray.kind", "evaluate")
+    cfg_dict = cfg.to_dict()
+    log_dict_params({**flatten(cfg_dict), "checkpoint": checkpoint, "split": split})
+    mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
+
+
 def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, split: str | None = None,
                         num_workers: int | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """Evaluate a multi-label checkpoint on ``split`` (default ``test.split``) with Ray and log it to MLflow.
@@ -133,11 +148,9 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, split: st
         'test split (103 images): mAP 52.10, CF1 25.31, OF1 44.20 (thr 0.5)'
     """
     import mlflow
-    import yaml
 
-    from fewray.platform.config import flatten
     from fewray.data.multi_label import load_multi_label_split
-    from fewray.platform.tracking import log_dict_params, setup_tracking
+    from fewray.platform.tracking import setup_tracking
 
     from fewray.tasks import task_for
     from fewray.tasks.detection import DetectionTask
@@ -155,10 +168,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, split: st
     init_ray()
     t0 = time.perf_counter()
     with mlflow.start_run(run_name=f"{cfg.name}-evaluate-{split}") as run:
-        mlflow.set_tag("fewray.kind", "evaluate")
-        cfg_dict = cfg.to_dict()
-        log_dict_params({**flatten(cfg_dict), "checkpoint": label, "split": split})
-        mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
+        log_evaluation_params(cfg, label, split)
         metrics = score_split(cfg.model.model_dump(), state["model"], data.images, data.targets, evaluator,
                               cfg.test.batch_size, num_workers)
         seconds = time.perf_counter() - t0

@@ -77,14 +77,15 @@ def prepare_detection_evaluation(cfg: ExperimentConfig, checkpoint: str | Path, 
     return cfg, str(path), state
 
 
-def detect_split(model_cfg: dict, model_state: dict, scorer, batch_size: int = 2,
-                 num_workers: int | None = None) -> tuple[dict[str, float], list[dict]]:
+def detect_split(model_cfg: dict, model_state: dict, scorer, batch_size: int = 2, num_workers: int | None = None,
+                 threads: int | None = None) -> tuple[dict[str, float], list[dict]]:
     """COCO AP of a detector on a split's images, detected by Ray tasks over shards (``ray`` initialised).
 
     Args:
         model_cfg: the ``model:`` section with ``class_names``; model_state: its state dict.
-        scorer: a :class:`~fewray.tasks.detection.DetectionScorer` of the split (``with_images=False`` is enough).
+        scorer: a :class:`~fewray.tasks.detection.DetectionScorer` of the split (``decode=False`` is enough).
         batch_size: images per forward pass; num_workers: Ray tasks (default one per GPU, else per CPU slot).
+        threads: CPUs (and torch threads) per task; default an even share of the cluster's CPUs.
 
     Returns:
         ``(metrics, outputs of the first shard)`` (the latter for the drawn examples).
@@ -93,7 +94,11 @@ def detect_split(model_cfg: dict, model_state: dict, scorer, batch_size: int = 2
 
     records = scorer.records
     shards = batch_shards(len(records), batch_size, num_workers or default_workers())
-    opts, threads = task_options(len(shards))
+    opts, share = task_options(len(shards))
+    if threads is None:
+        threads = share
+    elif "num_cpus" in opts:
+        opts = {**opts, "num_cpus": threads}
     state_ref = ray.put({k: v.cpu() for k, v in model_state.items()})
     records_ref = ray.put(records)
     part_ref = ray.put((scorer.evaluator, scorer.category_ids))
@@ -122,24 +127,20 @@ def evaluate_detector(cfg: ExperimentConfig, checkpoint: str | Path, split: str 
     import tempfile
 
     import mlflow
-    import yaml
 
-    from fewray.platform.config import flatten
-    from fewray.platform.tracking import log_dict_params, setup_tracking
+    from fewray.platform.evaluate import log_evaluation_params
+    from fewray.platform.tracking import setup_tracking
     from fewray.tasks.detection import DetectionScorer
 
     split = split or cfg.test.split
     cfg, label, state = prepare_detection_evaluation(cfg, checkpoint, split)
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
     d = cfg.data
-    scorer = DetectionScorer(d.root, split, d.base_classes, d.novel_classes, with_images=False)
+    scorer = DetectionScorer(d.root, split, d.base_classes, d.novel_classes, decode=False, classwise=True)
     init_ray()
     t0 = time.perf_counter()
     with mlflow.start_run(run_name=f"{cfg.name}-evaluate-{split}") as run:
-        mlflow.set_tag("fewray.kind", "evaluate")
-        cfg_dict = cfg.to_dict()
-        log_dict_params({**flatten(cfg_dict), "checkpoint": label, "split": split})
-        mlflow.log_text(yaml.safe_dump(cfg_dict, sort_keys=False), "config/config.yaml")
+        log_evaluation_params(cfg, label, split)
         metrics, first = detect_split(cfg.model.model_dump(), state["model"], scorer, 2, num_workers)
         seconds = time.perf_counter() - t0
         finite = {k: v for k, v in metrics.items() if not math.isnan(v)}

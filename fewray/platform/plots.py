@@ -183,6 +183,8 @@ def draw_detections(image: np.ndarray, boxes: Any, labels: list[str], scores: An
     b = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
     s = np.ones(len(b), np.float32) if scores is None else np.asarray(scores, dtype=np.float32).reshape(-1)
     keep = s >= score_thr
+    if not keep.any():  # nothing to draw (torchvision would warn)
+        return np.ascontiguousarray(image).copy()
     text = [f"{n} {v:.2f}" for n, v, k in zip(labels, s, keep) if k]
     out = draw_bounding_boxes(torch.from_numpy(np.ascontiguousarray(image)), b[torch.from_numpy(keep)], text,
                               colors="orange", width=width)

@@ -471,6 +471,13 @@ def prepare_metatrain(cfg: ExperimentConfig, output_dir: Path):
     return cfg, cfg_dict, ident, latest, start_step
 
 
+def _best_model(cfg: ExperimentConfig, best_dir: Path) -> torch.nn.Module:
+    """The model of the best checkpoint, in eval mode (for the task's training artifacts)."""
+    model = build_classifier(cfg.model, for_checkpoint=True)
+    model.load_state_dict(load_checkpoint(best_dir)["model"])
+    return model.eval()
+
+
 def _earlier_train_seconds(output_dir: Path) -> float:
     """``train_seconds`` of the output directory's ``train_result.json`` (a finished run), else 0."""
     try:
@@ -551,6 +558,8 @@ def run_metatrain(cfg: ExperimentConfig, output_dir: str | Path, tracking_uri: s
         history = metric_history(mlflow.tracking.MlflowClient(uri), run.info.run_id, ["loss", "accuracy", f"val_{shown}"])
         with tempfile.TemporaryDirectory() as d:
             mlflow.log_artifact(str(plot_training_curves(history, Path(d) / "training_curves.png", shown)), "plots")
+            for path in task.training_artifacts(cfg, lambda: _best_model(cfg, best_dir), d):  # e.g. drawn detections
+                mlflow.log_artifact(str(path), "plots")
         summary = {
             "best_checkpoint": str(best_dir / CHECKPOINT_FILE),
             "best_step": int(best["step"]),

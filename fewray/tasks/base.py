@@ -90,6 +90,12 @@ class TrainingTask:
 
         return MetaValidator(cfg)
 
+    def training_artifacts(self, cfg: "ExperimentConfig", best_model: Callable[[], "torch.nn.Module"],
+                           out_dir: Any) -> list[Any]:
+        """Files to log with a finished training run, written in ``out_dir`` (e.g. the detection task's drawn
+        detections on a few validation images); ``best_model()`` loads the best checkpoint's model. Default none."""
+        return []
+
     def val_line(self, val: dict[str, float]) -> str:
         """The validation result in the training progress line (after ``step S/N: training loss L, ``).
 

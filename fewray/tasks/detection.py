@@ -109,26 +109,29 @@ def to_outputs(detections: list[dict[str, np.ndarray]], records: list[dict[str, 
 
 class DetectionScorer:
     """COCO AP of a detector on a catalog split: the split's ground truth, evaluated with
-    :class:`~fewray.evaluation.coco_detection.CocoDetectionEvaluator` for every class of the catalog (a class the
+    :class:`~fewray.evaluation.coco_detection.CocoDetectionEvaluator` (a VOC catalog:
+    :class:`~fewray.evaluation.voc_map.VOCDetectionEvaluator`, VOC07 AP50) for every class of the catalog (a class the
     model does not predict has AP 0: a base-only detector's novel AP) and per class split (``BASE`` from
     ``data.base_classes``, ``NOVEL`` from ``data.novel_classes``; a split the catalog lacks is left out).
 
     Args:
         root (str): a detection catalog. split (str): its split. base_classes, novel_classes: split names or lists.
-        with_images (bool): decode the images (False: the ground truth only, for ``compute`` on the driver).
+        decode (bool): decode the images here (rank 0's validation); False: keep their bytes only (the evaluation
+            fan-out decodes them in its Ray tasks).
+        classwise (bool): COCO: also ``AP_{class}`` and ``AP50_{class}`` (a VOC catalog always gives ``AP50_{class}``).
 
     Attributes:
         records, class_names, images (list of uint8 (3, H, W)), evaluator, category_ids (catalog class -> id).
     """
 
     def __init__(self, root: str, split: str, base_classes: Any = "BASE_CLASSES",
-                 novel_classes: Any = "NOVEL_CLASSES", with_images: bool = True) -> None:
+                 novel_classes: Any = "NOVEL_CLASSES", decode: bool = True, classwise: bool = False) -> None:
         from fewray.data.detection.catalog import check_detection_catalog
         from fewray.data.detection.splits import resolve_classes
         from fewray.data.detection.training import eval_records
         from fewray.evaluation.coco_detection import CocoDetectionEvaluator, coco_gt_from_records
 
-        self.records, self.class_names = eval_records(root, split, with_images=with_images)
+        self.records, self.class_names = eval_records(root, split)  # with the image bytes (the fan-out ships them)
         info = check_detection_catalog(root)
         splits = dict(info.get("class_splits") or {})
         #: a VOC catalog is scored by VOC07 AP50 (11 points, difficult boxes ignored), a COCO one by COCOeval
@@ -151,8 +154,8 @@ class DetectionScorer:
                 [{"image_id": r["image_id"], "width": r["width"], "height": r["height"], "boxes": r["boxes"],
                   "labels": r["labels"] + 1, "iscrowd": r["ignore"], "areas": r["areas"]} for r in self.records],
                 [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)])
-            self.evaluator = CocoDetectionEvaluator(gt, class_splits=class_splits)
-        self.images = [decode_record_image(r) for r in self.records] if with_images else []
+            self.evaluator = CocoDetectionEvaluator(gt, class_splits=class_splits, classwise=classwise)
+        self.images = [decode_record_image(r) for r in self.records] if decode else []
 
     def outputs(self, detections: list[dict[str, np.ndarray]], model_classes: list[str],
                 start: int = 0) -> list[dict[str, Any]]:
@@ -273,6 +276,22 @@ class DetectionTask(TrainingTask):
     def validator(self, cfg):
         """:class:`DetectionValidator` of ``val.split``."""
         return DetectionValidator(cfg)
+
+    def training_artifacts(self, cfg, best_model, out_dir):
+        """``detections_val.png``: the best checkpoint's detections (score >= 0.3) on the first 4 images of
+        ``val.split``, drawn (:func:`fewray.platform.plots.plot_detections`)."""
+        from pathlib import Path
+
+        from fewray.platform.plots import plot_detections
+
+        d = cfg.data
+        scorer = DetectionScorer(d.root, cfg.val.split, d.base_classes, d.novel_classes, decode=False)
+        records = scorer.records[:4]
+        model = best_model()
+        dets = predict_images(model, [decode_record_image(r) for r in records])
+        outputs = scorer.outputs(dets, list(model.class_names))
+        names = {v: k for k, v in scorer.category_ids.items()}
+        return [plot_detections(records, outputs, names, Path(out_dir) / "detections_val.png")]
 
     def val_line(self, val: dict[str, float]) -> str:
         """``validation AP 12.30, AP50 25.10, BASE_AP 14.20, NOVEL_AP 3.10`` (NaN splits left out)."""

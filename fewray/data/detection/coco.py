@@ -220,9 +220,9 @@ def coco_file_records(path: Path, data: dict, label_of: dict[int, int], prefix: 
             if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
                 raise DataError(f"{where}: 'bbox' must be [x, y, width, height], got {bbox!r:.60}")
             x, y, w, h = (float(v) for v in bbox)
-            box = check_box([x, y, x + w, y + h], im["width"], im["height"], where)
-            if min_bbox_area is not None and w * h < min_bbox_area:
+            if min_bbox_area is not None and w * h < min_bbox_area:  # left out before the checks: a zero box too
                 continue
+            box = check_box([x, y, x + w, y + h], im["width"], im["height"], where)
             boxes.append(box)
             labels.append(label_of[a["category_id"]])
             ignore.append(bool(a.get("iscrowd", 0)) or bool(a.get("ignore", False)))

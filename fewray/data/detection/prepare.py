@@ -106,7 +106,7 @@ def _part(records: list[dict[str, Any]], part: Part | None) -> list[dict[str, An
 
 def prepare_detection(source: str | Path, out: str | Path, split_file: str | Path | None = None,
                       format: str = "auto", class_splits: Any = None, progress: Callable[[int], None] | None = None,
-                      dataset: str | None = None) -> dict[str, Any]:
+                      dataset: str | None = None, min_bbox_area: float | None = None) -> dict[str, Any]:
     """Convert a COCO / Roboflow / VOC release into a detection catalog (module docstring: the rules).
 
     Args:
@@ -119,6 +119,9 @@ def prepare_detection(source: str | Path, out: str | Path, split_file: str | Pat
             the union of its lists) is the class list, in that order; COCO: the JSON's categories sorted by id.
         progress: called with 1 after each image. dataset: ``catalog.json``'s name (default: the split file's,
             else ``out``'s folder name).
+        min_bbox_area: COCO boxes with ``w * h`` below this (pixels^2) are left out before any check (mmfewshot's
+            ``min_bbox_area``; e.g. 1 drops the two zero-size boxes of Aquarium's test split, which are otherwise
+            refused); default None keeps every box.
 
     Returns:
         The ``catalog.json`` dict.
@@ -165,7 +168,7 @@ def prepare_detection(source: str | Path, out: str | Path, split_file: str | Pat
         raise DataError(f"format '{format}' was asked but {src} holds {fmt.upper()} annotations")
     chosen = named_class_splits(class_splits if class_splits is not None else file_splits)
     if fmt == "coco":
-        splits, classes, ids = _coco_splits(resolved)
+        splits, classes, ids = _coco_splits(resolved, min_bbox_area)
     else:
         splits, classes = _voc_splits(resolved, chosen)
         ids = None
@@ -183,11 +186,11 @@ def _shown(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _coco_splits(resolved: dict[str, list[tuple[Path, Part | None]]]):
+def _coco_splits(resolved: dict[str, list[tuple[Path, Part | None]]], min_bbox_area: float | None = None):
     paths = list(dict.fromkeys(coco_annotation_file(p) for listed in resolved.values() for p, _ in listed))
     parsed, classes, ids = read_coco_categories(paths)
     label_of = {cid: i for i, cid in enumerate(ids)}
-    per_file = {path: coco_file_records(path, data, label_of) for path, data in parsed}
+    per_file = {path: coco_file_records(path, data, label_of, min_bbox_area=min_bbox_area) for path, data in parsed}
     splits = {split: merge_records([(p, _part(per_file[coco_annotation_file(p)], part)) for p, part in listed])
               for split, listed in resolved.items()}
     return splits, classes, ids
