@@ -127,3 +127,18 @@ def test_detection_and_classification_checkpoints_do_not_mix(det_catalog, tmp_pa
     r = run_pipeline("metatest.py", "--config", str(det_cfg), "--checkpoint", str(det_ckpt), "--dry-run")
     assert r.returncode == 2 and "evaluate it with pipelines/evaluate.py" in r.stderr, r.stderr
     assert not list(tmp_path.glob("**/result*.json"))
+
+
+def test_a_k_shot_set_is_part_of_a_runs_identity(det_catalog, tmp_path):
+    """Two fine-tunings of one base model on other K-shot sets are other data: --output-dir of one does not resume
+    the other (the identity holds data.classes and data.few_shot)."""
+    from fewray.platform.config import load_config
+    from fewray.platform.preflight import check_same_identity, identity
+    from fewray.platform.errors import CheckpointError
+
+    path = det_config(det_catalog, tmp_path / "c.yaml")
+    one = load_config(path, ["data.classes=ALL_CLASSES", "data.few_shot={num_novel_shots: 1, seed: 0}"]).to_dict()
+    two = load_config(path, ["data.classes=ALL_CLASSES", "data.few_shot={num_novel_shots: 1, seed: 1}"]).to_dict()
+    with pytest.raises(CheckpointError, match="data.few_shot.seed is 0 there, 1 here"):
+        check_same_identity(identity(one), identity(two), "--output-dir X", "choose a new --output-dir")
+    check_same_identity(identity(one), identity(one), "--output-dir X", "")

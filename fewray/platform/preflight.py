@@ -108,7 +108,8 @@ def check_resources(num_workers: int, cpus_per_worker: float, use_gpu: bool, wha
 
 #: config keys that make a checkpoint belong to a model and its data (the rest may change on resume,
 #: e.g. a longer ``train.num_steps`` or another ``tracking.experiment``)
-IDENTITY_KEYS = ("model", "data.channels", "data.image_size")
+#: detection adds the classes trained and the K-shot set (two fine-tunings of one base model are other data)
+IDENTITY_KEYS = ("model", "data.channels", "data.image_size", "data.classes", "data.few_shot", "data.min_size")
 
 
 def identity(cfg_dict: dict[str, Any], catalog: dict[str, Any] | None = None, skip: tuple[str, ...] = ()) -> dict[str, Any]:
