@@ -13,7 +13,7 @@ Usage (from the repository root, on a quiet machine; needs ``data/coco_fsdet``):
   ``run_metatrain`` (1 Ray Train worker) and its rate is the mean of the logged ``batches_per_second`` windows after
   the first (steady state; the start-up, Ray Train's worker start and the model build, is reported apart).
   Overhead = plain images/s / fewray images/s - 1.
-- evaluation: coco_mini val2017 (206 images): the plain loop (one process, 2 threads; detections then COCOeval)
+- evaluation: the val split (the first 103 images of coco_mini val2017): the plain loop (one process, 2 threads; detections then COCOeval)
   against fewray's fan-out (``detect_split``) with 1 Ray task of 2 CPUs, 1 task of 1 CPU and 2 tasks of 1 CPU.
   Scaling = 2 tasks of 1 CPU against 1 task of 1 CPU (the same work per CPU, twice the CPUs).
 
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     state = load_checkpoint(resolve_checkpoint(REPO / args.checkpoint))
     model_cfg = state["config"]["model"]
     cfg = _cfg(args.steps)
-    scorer = DetectionScorer(cfg.data.root, "test", decode=False)
+    scorer = DetectionScorer(cfg.data.root, "val", decode=False)
     same = []
     with tempfile.TemporaryDirectory() as d:
         for i in range(args.repeats):

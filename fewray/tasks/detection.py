@@ -200,7 +200,7 @@ class DetectionTask(TrainingTask):
     rate_name = "batches_per_second"
     val_name = "validation"
     val_metrics = DET_METRICS
-    summary_metrics = ("AP", "AP50", "BASE_AP", "NOVEL_AP", "NOVEL_AP50")
+    summary_metrics = ("AP", "AP50", "BASE_AP", "BASE_AP50", "NOVEL_AP", "NOVEL_AP50")
 
     def resolve_config(self, cfg: "ExperimentConfig") -> "ExperimentConfig":
         """``cfg`` with ``model.class_names`` filled from ``data.classes`` (an explicit different list is an error).
