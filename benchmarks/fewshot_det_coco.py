@@ -76,8 +76,13 @@ def run_base(args, results: dict, log: Path, db: str) -> None:
                  "--out", args.catalog, log=log)
     out_dir = REPO / args.base_dir
     t0 = time.perf_counter()
-    pipeline("pipelines/metatrain.py", "--config", BASE_CONFIG, "--set", f"data.root={args.catalog}",
-             "--output-dir", str(out_dir), "--tracking-uri", db, log=log)
+    total, _ = _budget(BASE_CONFIG)
+    # in chunks of --base-chunk steps, each a resume of the last (the schedule is by step): a stream of thousands of
+    # 1.8 MB rows runs so far ahead of training that Ray Data's backpressure engages, and its scheduling loop then
+    # spins a core of this 2-core machine (fewray/platform/streaming.py); a 1000-step stream stays below that
+    for stop in list(range(args.base_chunk, total, args.base_chunk)) + [total]:
+        pipeline("pipelines/metatrain.py", "--config", BASE_CONFIG, "--set", f"data.root={args.catalog}",
+                 "--set", f"train.num_steps={stop}", "--output-dir", str(out_dir), "--tracking-uri", db, log=log)
     train = json.loads((out_dir / "train_result.json").read_text())
     ev_json = out_dir / "evaluate_test.json"
     t1 = time.perf_counter()
@@ -184,6 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--catalog", default="data/coco_fsdet")
     p.add_argument("--source", default="../shared/data")
     p.add_argument("--base-dir", default="runs/det/base")
+    p.add_argument("--base-chunk", type=int, default=1000, help="base training steps per metatrain call (resumed)")
     p.add_argument("--runs", default="runs/det")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args(argv)

@@ -11,8 +11,10 @@ import ray
 
 from fewray.data.builders import BatchBuilder, EpisodeBuilder
 
-#: input blocks of a stream's ids (see :func:`_id_stream`)
+#: input blocks of a stream's ids, and the part of the cluster's object store its rows may hold ahead of training
+#: (:func:`_id_stream`)
 ID_BLOCKS = 8
+STREAM_STORE_FRACTION = 0.8
 
 
 def episode_dataset(
@@ -101,6 +103,15 @@ def _id_stream(start: int, stop: int, builder: type, builder_cpus: float, kwargs
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False  # per-row bars cost CPU on small machines and spam logs
+    # Once its budget is full, Ray Data 2.60's scheduling loop spins (outputs ready, reading them backpressured: no
+    # wait), a whole core of a 2-core machine (measured: detection training 0.3-0.4 steps/s against 1.4 before the
+    # budget filled). Rows are built faster than training takes them, so the budget is what a stream may run ahead:
+    # give it most of the object store (Ray Data's default is a part of it).
+    limits = ctx.execution_options.resource_limits
+    store = ray.cluster_resources().get("object_store_memory", 0) if ray.is_initialized() else 0
+    if store:
+        ctx.execution_options.resource_limits = limits.copy(object_store_memory=int(STREAM_STORE_FRACTION * store))
+    ctx.downstream_capacity_backpressure_ratio = None  # its own cap (~1.5 GiB here) would backpressure, and spin, first
     ids = [{"id": i} for i in range(start, stop)]
     return ray.data.from_items(ids, override_num_blocks=max(1, min(ID_BLOCKS, len(ids)))).map_batches(
         builder,
