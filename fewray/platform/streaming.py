@@ -84,7 +84,14 @@ def detection_dataset(
 ) -> "ray.data.Dataset":
     """A Ray Dataset of detection batches ``start..stop-1`` (one row per step: ``img`` uint8 ``(B, 3, S, S)``,
     ``img_hw``, ``boxes`` ``(B, M, 4)``, ``labels`` ``(B, M)``, ``image_id``; see
-    :class:`fewray.data.detection.training.DetectionStepBuilder`)."""
+    :class:`fewray.data.detection.training.DetectionStepBuilder`).
+
+    Example::
+
+        >>> ds = detection_dataset("data/coco_fsdet", "train", "BASE_CLASSES", None, 2, 0, 0, 100)  # doctest: +SKIP
+        >>> next(ds.iter_batches(batch_size=1))["img"].shape                                        # doctest: +SKIP
+        (1, 2, 3, 384, 384)
+    """
     from fewray.data.detection.training import DetectionStepBuilder
 
     return _id_stream(start, stop, DetectionStepBuilder, builder_cpus, dict(

@@ -43,6 +43,12 @@ def decode_record_image(record: dict[str, Any]) -> np.ndarray:
 
     Raises:
         DataError: an unreadable image (naming the image id).
+
+    Example::
+
+        >>> from fewray.data.detection.training import eval_records, example_catalog
+        >>> decode_record_image(eval_records(example_catalog(), "test")[0][0]).shape
+        (3, 480, 640)
     """
     import io
 
@@ -122,6 +128,16 @@ class DetectionScorer:
 
     Attributes:
         records, class_names, images (list of uint8 (3, H, W)), evaluator, category_ids (catalog class -> id).
+
+    Example::
+
+        >>> from fewray.data.detection.training import example_catalog
+        >>> s = DetectionScorer(example_catalog(), "test", decode=False)   # BCCD: a VOC catalog, VOC07 AP50
+        >>> gt = [{"boxes": r["boxes"], "scores": np.ones(len(r["boxes"])), "labels": r["labels"]} for r in s.records]
+        >>> ev = s.evaluator
+        >>> m = s.metrics(ev.merge([ev.process(s.outputs(gt, s.class_names))]))   # the ground truth as detections
+        >>> m["AP50"], m["NOVEL_AP50"], m["BASE_AP50"]
+        (100.0, 100.0, 100.0)
     """
 
     def __init__(self, root: str, split: str, base_classes: Any = "BASE_CLASSES",
@@ -175,6 +191,15 @@ class DetectionValidator:
     Args:
         cfg (ExperimentConfig): ``data.root``, ``data.base_classes`` / ``novel_classes``, ``val.split``,
             ``val.batch_size`` (images per forward pass).
+
+    Example::
+
+        >>> from fewray.data.detection.training import example_catalog
+        >>> from fewray.platform.config import load_config
+        >>> cfg = load_config("configs/detection/faster_rcnn/lite0_fpn_coco_base_training.yaml",
+        ...                   [f"data.root={example_catalog()}", "val.split=test"])
+        >>> len(DetectionValidator(cfg).scorer.images)
+        72
     """
 
     def __init__(self, cfg: "ExperimentConfig") -> None:
@@ -195,7 +220,17 @@ class DetectionValidator:
 class DetectionTask(TrainingTask):
     """Detection batches of ``train.batch_size`` images of a detection catalog: ``model(mode="train", images,
     targets)`` (torchvision's contract; the loss dict summed, each logged), validated by COCO AP on ``val.split``
-    (:class:`DetectionValidator`; ``val.metric: AP`` or ``BASE_AP`` / ``NOVEL_AP`` ...)."""
+    (:class:`DetectionValidator`; ``val.metric: AP`` or ``BASE_AP`` / ``NOVEL_AP`` ...).
+
+    Example::
+
+        >>> from fewray.data.detection.training import example_catalog
+        >>> from fewray.platform.config import load_config
+        >>> cfg = load_config("configs/detection/tfa/cos_lite0_fpn_coco_kshot.yaml", [f"data.root={example_catalog()}",
+        ...                   "data.few_shot={num_novel_shots: 2}"])
+        >>> DetectionTask().resolve_config(cfg).model.class_names
+        ['RBC', 'WBC', 'Platelets']
+    """
 
     rate_name = "batches_per_second"
     val_name = "validation"

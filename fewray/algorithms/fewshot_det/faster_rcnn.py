@@ -56,6 +56,14 @@ def load_detector_checkpoint(path: str, what: str) -> tuple[dict[str, torch.Tens
 
     Raises:
         CheckpointError: missing or unreadable, or not a detector's checkpoint (naming ``what`` and the path).
+
+    Example::
+
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + "/checkpoint.pt"
+        >>> torch.save({"model": {"w": torch.zeros(1)}, "config": {"model": {"class_names": ["cat"]}}}, path)
+        >>> load_detector_checkpoint(path, "model.init_from")[1]
+        ['cat']
     """
     from fewray.algorithms.utils.weights import load_weights
 

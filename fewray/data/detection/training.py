@@ -9,6 +9,7 @@ files). :class:`DetectionStepBuilder` is the Ray Data callable that turns step i
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -21,12 +22,32 @@ from fewray.data.detection.shots import (read_tfa_coco_shots, read_tfa_voc_shots
 from fewray.data.detection.splits import resolve_classes
 
 
+@lru_cache(maxsize=1)
+def example_catalog() -> str:
+    """A small real detection catalog for the examples: BCCD (../shared/data/bccd, 3 blood-cell classes, VOC) with
+    its classes as the novel split, written once per process to a temporary directory."""
+    import tempfile
+
+    from fewray.data.detection.prepare import prepare_detection
+
+    out = f"{tempfile.mkdtemp()}/bccd"
+    prepare_detection("../shared/data/bccd", out, class_splits={"ALL_CLASSES": ["RBC", "WBC", "Platelets"],
+                                                                 "NOVEL_CLASSES": ["WBC", "Platelets"],
+                                                                 "BASE_CLASSES": ["RBC"]})
+    return out
+
+
 def model_classes(root: str, classes: Any) -> list[str]:
     """The class names a detector trained on ``root`` predicts: ``classes`` (a class split of the catalog or a
     list of names; None: every class of the catalog), resolved against the catalog.
 
     Raises:
         DataError: not a detection catalog; an unknown split or a class the catalog lacks (naming it).
+
+    Example::
+
+        >>> model_classes(example_catalog(), "NOVEL_CLASSES"), model_classes(example_catalog(), None)
+        (['WBC', 'Platelets'], ['RBC', 'WBC', 'Platelets'])
     """
     info = check_detection_catalog(root)
     if classes is None:
@@ -46,6 +67,14 @@ def training_records(root: str, split: str, classes: Any = None, few_shot: dict[
 
     Raises:
         DataError: as :func:`model_classes`; a missing split; bad shot counts or shot files (naming them).
+
+    Example::
+
+        >>> recs = training_records(example_catalog(), "train", "ALL_CLASSES", {"num_novel_shots": 2, "seed": 0},
+        ...                         with_images=False)
+        >>> counts = np.bincount(np.concatenate([r["labels"] for r in recs]), minlength=3)
+        >>> counts[1:].tolist(), bool(counts[0] > 100)   # 2 WBC, 2 Platelets; every RBC (no base shot count)
+        ([2, 2], True)
     """
     info = check_detection_catalog(root)
     names = list(info["classes"])
@@ -71,6 +100,12 @@ def eval_records(root: str, split: str, with_images: bool = True) -> tuple[list[
 
     Raises:
         DataError: not a detection catalog, or a missing split.
+
+    Example::
+
+        >>> recs, names = eval_records(example_catalog(), "test", with_images=False)
+        >>> len(recs), names
+        (72, ['RBC', 'WBC', 'Platelets'])
     """
     info = check_detection_catalog(root)
     return read_detection_split(root, split, images=with_images), list(info["classes"])
@@ -88,6 +123,13 @@ class DetectionStepBuilder:
     Args:
         root, split, classes, few_shot: as :func:`training_records`. batch_size (int): images per step.
         seed (int): the order's seed. min_size, max_size (int): the resize rule. flip (bool): random horizontal flips.
+
+    Example::
+
+        >>> b = DetectionStepBuilder(example_catalog(), "train", "BASE_CLASSES", None, 2, 0, 96, 128, True)
+        >>> row = b({"id": np.array([0, 1])})
+        >>> row["img"].shape, row["labels"].shape[:2]
+        ((2, 2, 3, 128, 128), (2, 2))
     """
 
     def __init__(self, root: str, split: str, classes: Any, few_shot: dict[str, Any] | None, batch_size: int,
