@@ -23,6 +23,12 @@ def test_every_shipped_config_loads(path):
         from fewray.platform.retrieval import load_retrieval_config
 
         cfg = load_retrieval_config(path)
+    elif path.name.endswith("_class_splits.yaml"):  # a detection class split (prepare_data.py detection --class-splits)
+        from fewray.data.detection.prepare import named_class_splits
+
+        splits = named_class_splits(str(path))
+        assert "ALL_CLASSES" in splits and "NOVEL_CLASSES" in splits
+        return
     elif path.name.endswith("_split.yaml"):  # a multi-label split file (prepare_data.py multilabel --split-file)
         from fewray.data.sources.multilabel import read_annotation_split_file
 

@@ -211,5 +211,5 @@ def test_multi_label_config_mistakes_are_one_line(coco_catalog, tmp_path):
         prepare_metatrain(ml_config(coco_catalog, "model.head.num_classes=20"), tmp_path / "out")
     with pytest.raises(DataError, match="split 'test' not found in catalog"):
         prepare_metatrain(ml_config(coco_catalog, "val.split=test"), tmp_path / "out")
-    with pytest.raises(ConfigError, match="model.type ProtoNet is not a multi-label model"):
+    with pytest.raises(ConfigError, match="model.type ProtoNet is neither a multi-label model nor a detector"):
         prepare_evaluation(load_config(CONFIG, [f"data.root={coco_catalog}"]), tmp_path / "nope.pt")
