@@ -134,7 +134,7 @@ def run_finetune(args, results: dict, log: Path, db: str, method: str, shots: in
         "train_seconds": train["train_seconds"], "evaluate_seconds": 0.0,
         "test": {k: train[f"best_val_{k}"] for k in SHOWN}, "wall_seconds": round(time.perf_counter() - t0, 1)}
     _save(results)
-    print(f"{key}: " + ", ".join(f"{k} {test[k]:.2f}" for k in SHOWN), flush=True)
+    print(f"{key}: " + ", ".join(f"{k} {results['rows'][key]['test'][k]:.2f}" for k in SHOWN), flush=True)
 
 
 def _ms(values: list[float]) -> str:
