@@ -163,3 +163,17 @@ def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="out_indices"):
         build_classifier({"type": "FasterRCNN", "backbone": {"type": "EfficientNetLite0", "pretrained": False},
                           "class_names": ["a"]})
+
+
+def test_fsce_starts_from_a_base_checkpoint_by_surgery(tmp_path):
+    """FSCE's predictor holds its contrastive branch: surgery maps only the class rows, the branch starts random."""
+    torch.manual_seed(0)
+    base = detector(classes=("dog",))
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"model": base.state_dict(), "config": {"model": {"type": "FasterRCNN", "class_names": ["dog"]}}}, ckpt)
+    fsce = detector("FSCE", classes=("dog", "cow"), init_from=str(ckpt), surgery="random_init")
+    assert torch.equal(fsce.state_dict()["backbone.fpn.inner_blocks.0.0.weight"],
+                       base.state_dict()["backbone.fpn.inner_blocks.0.0.weight"])
+    assert torch.equal(fsce.state_dict()["roi_heads.box_predictor.cls_score.weight"][1],
+                       base.state_dict()["roi_heads.box_predictor.cls_score.weight"][1])
+    assert "loss_contrast" in fsce(mode="train", images=[torch.rand(3, 64, 80)], targets=targets())

@@ -24,6 +24,8 @@ from fewray.core.errors import CheckpointError, ConfigError
 #: the surgery names and their spellings
 SURGERIES = {"random_init": "random_init", "randinit": "random_init", "combine": "combine", "remove": "remove"}
 PREDICTOR = "roi_heads.box_predictor."
+#: the predictor's tensors with one row (scores) or four (box deltas) per class, background first
+CLASS_ROWS = (PREDICTOR + "cls_score.", PREDICTOR + "bbox_pred.")
 
 
 def surgery_name(name: str) -> str:
@@ -85,7 +87,7 @@ def apply_surgery(target: dict[str, torch.Tensor], target_classes: list[str], ba
                           "classes)")
     state: dict[str, Any] = {}
     for key, value in target.items():
-        if key.startswith(PREDICTOR):
+        if key.startswith(CLASS_ROWS):
             continue
         if key not in base:
             if ".contrastive_head." in key or "loss_contrast" in key:  # FSCE's new branch starts random
@@ -101,7 +103,7 @@ def apply_surgery(target: dict[str, torch.Tensor], target_classes: list[str], ba
         sources.append((novel, novel_classes or []))
     copied: list[str] = []
     for key, value in target.items():
-        if not key.startswith(PREDICTOR):
+        if not key.startswith(CLASS_ROWS):
             continue
         new = value.clone()
         per = _rows(key, value, len(target_classes))
