@@ -40,15 +40,10 @@ def read_detection_split_file(path: str | Path) -> tuple[dict[str, list[tuple[st
         >>> name, class_splits, sorted(entries), len(entries["train"])
         ('coco_fsdet', 'coco', ['test', 'train', 'val'], 2)
     """
-    import yaml
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot parse split file {path}: {' '.join(str(exc).split())[:160]}") from None
+    raw = _read_yaml(path, "split file")
     if not isinstance(raw, dict):
         raise DataError(f"split file {path}: expected a mapping of split name to annotation files")
     dataset, class_splits = raw.pop("dataset", None), raw.pop("class_splits", None)
@@ -80,13 +75,17 @@ def named_class_splits(value: Any) -> dict[str, list[str]] | None:
     path = Path(name).expanduser()
     if not path.is_file():
         raise DataError(f"class splits '{name}' is neither {', '.join(NAMED_CLASS_SPLITS)} nor a YAML file")
+    return check_class_splits(_read_yaml(path, "class-split file"), f"class-split file {path}")
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    """The YAML in ``path``; a file that does not parse is a one-line DataError naming ``what`` and the path."""
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot parse class-split file {path}: {' '.join(str(exc).split())[:160]}") from None
-    return check_class_splits(raw, f"class-split file {path}")
+        raise DataError(f"cannot parse {what} {path}: {' '.join(str(exc).split())[:160]}") from None
 
 
 def _kind(path: Path) -> str:
