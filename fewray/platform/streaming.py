@@ -102,10 +102,11 @@ def detection_dataset(
 def _id_stream(start: int, stop: int, builder: type, builder_cpus: float, kwargs: dict) -> "ray.data.Dataset":
     """``ids start..stop-1`` mapped one by one, in order, by one ``builder`` actor.
 
-    The ids go in a few large input blocks (at most :data:`ID_BLOCKS`): with Ray Data's default (~200 blocks for
-    a few thousand ids) the streaming split's coordinator spent a whole CPU core scanning its queued input blocks
-    on every scheduling step (measured on a 6000-id detection stream, 2 cores: 65-100% of a core against 3% with
-    8 blocks), which on a small machine took that core from training.
+    The ids go in a few large input blocks (at most :data:`ID_BLOCKS`), and the stream may lead training by most of
+    the object store. Ray Data 2.60's scheduling loop does not wait when an operator is backpressured with outputs
+    ready (py-spy on the SplitCoordinator: the loop itself), so it spins a whole core; with the default ~200 input
+    blocks this started early (a 6000-id stream: 65-100% of a core, 3% with 8 blocks), and with a full budget it
+    starts whenever rows are built faster than trained on (detection training 0.3-0.4 steps/s against 1.4).
     """
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True

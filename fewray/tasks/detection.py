@@ -50,18 +50,12 @@ def decode_record_image(record: dict[str, Any]) -> np.ndarray:
         >>> decode_record_image(eval_records(example_catalog(), "test")[0][0]).shape
         (3, 480, 640)
     """
-    import io
+    from pathlib import Path
 
-    from PIL import Image
+    from fewray.data.detection.builder import decode_rgb
 
-    from fewray.core.errors import DataError
-
-    try:
-        src = io.BytesIO(record["image"]) if record.get("image") is not None else record["path"]
-        with Image.open(src) as im:
-            return np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy()
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read the image of image id {record.get('image_id')}: {exc}") from None
+    blob = record["image"] if record.get("image") is not None else Path(record["path"]).read_bytes()
+    return decode_rgb(blob, f"{record.get('file_name')} (image {record.get('image_id')})")
 
 
 def predict_images(model: "torch.nn.Module", images: list[np.ndarray], device: Any = "cpu",
