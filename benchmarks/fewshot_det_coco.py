@@ -6,6 +6,8 @@ Usage (from the repository root; each stage resumes: a finished row is kept, a t
     RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage base        # ~40 min on 2 cores
     RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage finetune \\
         --methods tfa_cos,tfa_fc,fsce,ft_full --shots 1,5,10 --seeds 0,1,2
+    RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage qs_base       # Meta R-CNN, FSDetView
+    RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage finetune --methods meta_rcnn,fsdetview
     python benchmarks/fewshot_det_coco.py --table-only
 
 **Data** (``configs/detection/coco_split.yaml``; TFA's class split: 20 novel classes = the VOC ones, 60 base):
@@ -22,7 +24,11 @@ images; picks checkpoints), test = all of coco_mini val2017 (206 images, 1,786 b
   = which set; nested 1 < 5 < 10 per seed) for ``--steps-per-shot`` x K steps of 2 images (lr decayed x0.1 at
   80%), from the base detector by ``random_init`` surgery; one checkpoint, validated once at the last step on
   the test split (``val.split=test``: that validation is the reported evaluation, nothing is selected on it;
-  the base-only row goes through ``pipelines/evaluate.py``'s Ray fan-out, the same evaluator).
+  the base-only row goes through ``pipelines/evaluate.py``'s Ray fan-out, the same evaluator);
+- the query-support detectors Meta R-CNN and FSDetView (``configs/detection/meta_rcnn/``, ``fsdetview/``): their
+  base training (``--stage qs_base``) starts from the base-only detector's weights (the CPU budget does not train
+  the shared parts again) and trains on query-support steps of the base classes; their base-only rows and their
+  K-shot rows (from their own base, same K-shot sets, steps and schedule) come from the same commands.
 
 Writes ``benchmarks/results/fewshot_det_coco.{json,md}`` (each row with its budget and its time on this
 machine) and prints the table: mean and standard deviation over the seeds.
@@ -56,6 +62,15 @@ METHODS = {
     "tfa_fc": ("TFA w/fc", "configs/detection/tfa/fc_lite0_fpn_coco_kshot.yaml"),
     "fsce": ("FSCE", "configs/detection/fsce/lite0_fpn_coco_kshot.yaml"),
     "ft_full": ("FRCN+ft-full", "configs/detection/faster_rcnn/ft_full_lite0_fpn_coco_kshot.yaml"),
+    "meta_rcnn": ("Meta R-CNN", "configs/detection/meta_rcnn/lite0_fpn_coco_kshot.yaml"),
+    "fsdetview": ("FSDetView", "configs/detection/fsdetview/lite0_fpn_coco_kshot.yaml"),
+}
+#: the query-support detectors' own base training (``--stage qs_base``): label, config, output dir under --runs
+QS_BASES = {
+    "meta_rcnn": ("Meta R-CNN base-only", "configs/detection/meta_rcnn/lite0_fpn_coco_base_training.yaml",
+                  "meta_rcnn_base"),
+    "fsdetview": ("FSDetView base-only", "configs/detection/fsdetview/lite0_fpn_coco_base_training.yaml",
+                  "fsdetview_base"),
 }
 SHOWN = ("AP", "AP50", "BASE_AP", "BASE_AP50", "NOVEL_AP", "NOVEL_AP50")
 
@@ -83,20 +98,43 @@ def run_base(args, results: dict, log: Path, db: str) -> None:
     for stop in list(range(args.base_chunk, total, args.base_chunk)) + [total]:
         pipeline("pipelines/metatrain.py", "--config", BASE_CONFIG, "--set", f"data.root={args.catalog}",
                  "--set", f"train.num_steps={stop}", "--output-dir", str(out_dir), "--tracking-uri", db, log=log)
+    _base_row(args, results, log, db, "base_only", "base-only (FasterRCNN on the 60 base classes)", BASE_CONFIG,
+              out_dir, t0)
+
+
+def _base_row(args, results: dict, log: Path, db: str, key: str, label: str, config: str, out_dir: Path,
+              t0: float) -> None:
+    """Evaluate a trained base detector on the test split (``pipelines/evaluate.py``) and keep its row."""
     train = json.loads((out_dir / "train_result.json").read_text())
     ev_json = out_dir / "evaluate_test.json"
     t1 = time.perf_counter()
-    pipeline("pipelines/evaluate.py", "--config", BASE_CONFIG, "--set", f"data.root={args.catalog}", "--checkpoint",
+    pipeline("pipelines/evaluate.py", "--config", config, "--set", f"data.root={args.catalog}", "--checkpoint",
              str(out_dir / "train_result.json"), "--output", str(ev_json), "--tracking-uri", db, log=log)
     test = json.loads(ev_json.read_text())
-    cfg_steps, batch = _budget(BASE_CONFIG)
-    results["rows"]["base_only"] = {
-        "method": "base-only (FasterRCNN on the 60 base classes)", "shots": None, "seed": None,
-        "config": BASE_CONFIG, "steps": cfg_steps, "batch_size": batch, "train_seconds": train["train_seconds"],
-        "evaluate_seconds": round(time.perf_counter() - t1, 1), "test": {k: test[k] for k in SHOWN},
-        "best_step": train["best_step"], "val": {k: v for k, v in train.items() if k.startswith("best_val_")},
+    steps, batch = _budget(config)
+    results["rows"][key] = {
+        "method": label, "shots": None, "seed": None, "config": config, "steps": steps, "batch_size": batch,
+        "train_seconds": train["train_seconds"], "evaluate_seconds": round(time.perf_counter() - t1, 1),
+        "test": {k: test[k] for k in SHOWN}, "best_step": train["best_step"],
+        "val": {k: v for k, v in train.items() if k.startswith("best_val_")},
         "wall_seconds": round(time.perf_counter() - t0, 1)}
     _save(results)
+    print(f"{key}: " + ", ".join(f"{k} {test[k]:.2f}" for k in SHOWN), flush=True)
+
+
+def run_qs_base(args, results: dict, log: Path, db: str, method: str) -> None:
+    """Base-train a query-support detector from the Faster R-CNN base detector, evaluate it on test."""
+    key = f"{method}/base"
+    if key in results["rows"]:
+        return
+    label, config, out_name = QS_BASES[method]
+    out_dir = REPO / args.runs / out_name
+    t0 = time.perf_counter()
+    print(f"{key}: training ...", flush=True)
+    pipeline("pipelines/metatrain.py", "--config", config, "--set", f"data.root={args.catalog}",
+             "--set", f"model.init_from={args.base_dir}/train_result.json", "--output-dir", str(out_dir),
+             "--tracking-uri", db, log=log)
+    _base_row(args, results, log, db, key, label, config, out_dir, t0)
 
 
 def _budget(config: str) -> tuple[int, int]:
@@ -114,7 +152,8 @@ def run_finetune(args, results: dict, log: Path, db: str, method: str, shots: in
     label, config = METHODS[method]
     steps = args.steps_per_shot * shots
     out_dir = REPO / args.runs / f"{method}_{shots}shot_seed{seed}"
-    sets = ["--set", f"data.root={args.catalog}", "--set", f"model.init_from={args.base_dir}/train_result.json",
+    base = f"{args.runs}/{QS_BASES[method][2]}" if method in QS_BASES else args.base_dir
+    sets = ["--set", f"data.root={args.catalog}", "--set", f"model.init_from={base}/train_result.json",
             "--set", f"data.few_shot.num_novel_shots={shots}", "--set", f"data.few_shot.num_base_shots={shots}",
             "--set", f"data.few_shot.seed={seed}", "--set", f"train.num_steps={steps}",
             "--set", f"train.val_interval={steps}", "--set", f"train.lr_schedule.milestones=[{int(steps * 0.8)}]"]
@@ -157,7 +196,14 @@ def table(results: dict) -> str:
                      f"{t['NOVEL_AP50']:.2f} | {t['AP']:.2f} | {r['steps']} steps x {r['batch_size']} images | "
                      f"{r['train_seconds'] / 60:.1f} + {r['evaluate_seconds'] / 60:.1f} min |")
     for method, (label, _) in METHODS.items():
-        for k in sorted({r["shots"] for key, r in rows.items() if key.startswith(method + "/")}):
+        if f"{method}/base" in rows:
+            r = rows[f"{method}/base"]
+            t = r["test"]
+            lines.append(f"| {r['method']} | - | - | {t['BASE_AP']:.2f} | {t['BASE_AP50']:.2f} | {t['NOVEL_AP']:.2f} "
+                         f"| {t['NOVEL_AP50']:.2f} | {t['AP']:.2f} | {r['steps']} steps x {r['batch_size']} images "
+                         f"(from the base-only detector) | {r['train_seconds'] / 60:.1f} + "
+                         f"{r['evaluate_seconds'] / 60:.1f} min |")
+        for k in sorted({r["shots"] for key, r in rows.items() if key.startswith(method + "/") and r["shots"]}):
             group = [r for key, r in rows.items() if key.startswith(f"{method}/{k}shot/")]
             col = {m: [g["test"][m] for g in group if not math.isnan(g["test"][m])] for m in SHOWN}
             secs = statistics.mean(g["train_seconds"] for g in group) / 60
@@ -183,8 +229,9 @@ def write_table(results: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["base", "finetune"], default=None)
-    p.add_argument("--methods", default="tfa_cos,tfa_fc,fsce,ft_full")
+    p.add_argument("--stage", choices=["base", "qs_base", "finetune"], default=None)
+    p.add_argument("--methods", default=None, help="finetune: default tfa_cos,tfa_fc,fsce,ft_full; qs_base: "
+                   "default meta_rcnn,fsdetview")
     p.add_argument("--shots", default="1,5,10")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps-per-shot", type=int, default=20, help="fine-tuning steps per shot (default 20)")
@@ -203,10 +250,13 @@ def main(argv=None) -> int:
         results["machine"] = machine_info()
         if args.stage == "base":
             run_base(args, results, log, db)
+        elif args.stage == "qs_base":
+            for method in (args.methods or ",".join(QS_BASES)).split(","):
+                run_qs_base(args, results, log, db, method)
         elif args.stage == "finetune":
             for seed in [int(s) for s in args.seeds.split(",")]:
                 for shots in [int(k) for k in args.shots.split(",")]:
-                    for method in args.methods.split(","):
+                    for method in (args.methods or "tfa_cos,tfa_fc,fsce,ft_full").split(","):
                         run_finetune(args, results, log, db, method, shots, seed)
     print(write_table(results))
     return 0

@@ -72,7 +72,7 @@ def init_detector(config: str | Path | ExperimentConfig | None, checkpoint: str 
         if not model_cfg.get("class_names") and stored:
             model_cfg["class_names"] = list(stored)
     if not model_cfg.get("class_names"):
-        model_cfg = DetectionTask().resolve_config(cfg).model.model_dump()
+        model_cfg = task_for(cfg).resolve_config(cfg).model.model_dump()
     model = build_classifier(model_cfg, for_checkpoint=state is not None)
     if state is not None:
         load_model_state(model, state, path)

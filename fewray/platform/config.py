@@ -77,6 +77,44 @@ class DataConfig(_Strict):
     base_classes: str | list[str] = "BASE_CLASSES"
     novel_classes: str | list[str] = "NOVEL_CLASSES"
     few_shot: "FewShotConfig | None" = None
+    query_support: "QuerySupportConfig | None" = None
+
+
+class QuerySupportConfig(_Strict):
+    """How the query-support detectors (``MetaRCNN``, ``FSDetView``) pair query images with support instances:
+    mmfewshot's ``NWayKShotDataset`` / ``QueryAwareDataset`` options (:mod:`fewray.data.detection.query_support`).
+
+    Attributes:
+        type (str): ``NWayKShotDataset`` (one support set per step, shared by its queries) or ``QueryAwareDataset``
+            (one per query, its own class first).
+        num_support_ways (int | None): classes per support set (None: every class trained; QueryAwareDataset: 2).
+        num_support_shots (int): instances per class and set. Default 1.
+        one_support_shot_per_image (bool): no two instances of a set from one image. Default False.
+        num_used_support_shots (int | None): per class, only the first this many instances are supports, in
+            training and in ``model_init`` (None: all).
+        repeat_times (int): accepted for mmfewshot's configs; steps are endless here (``train.num_steps``).
+        support_pipeline (list[dict]): ``CropResizeInstance`` / ``GenerateMask`` configs in order (None:
+            ``[{type: CropResizeInstance, num_context_pixels: 16, target_size: 320}]``, mmfewshot's default).
+    """
+
+    type: Literal["NWayKShotDataset", "QueryAwareDataset"] = "NWayKShotDataset"
+    num_support_ways: int | None = Field(None, ge=1)
+    num_support_shots: int = Field(1, ge=1)
+    one_support_shot_per_image: bool = False
+    num_used_support_shots: int | None = Field(None, ge=1)
+    repeat_times: int = Field(1, ge=1)
+    support_pipeline: list[dict[str, Any]] | None = None
+
+    def dataset_options(self) -> dict[str, Any]:
+        """The options of :class:`~fewray.data.detection.query_support.QuerySupportBatchBuilder`."""
+        opts = {**self.model_dump(exclude_none=True), "support_pipeline": self.pipeline()}
+        if self.type == "QueryAwareDataset" and self.num_support_ways is None:
+            opts["num_support_ways"] = 2
+        return opts
+
+    def pipeline(self) -> list[dict[str, Any]]:
+        """The support pipeline's configs (the default filled in)."""
+        return self.support_pipeline or [{"type": "CropResizeInstance", "num_context_pixels": 16, "target_size": 320}]
 
 
 class FewShotConfig(_Strict):

@@ -5,6 +5,8 @@ The detection branch of ``pipelines/evaluate.py``:
 1. every check on the driver, before Ray or MLflow start: the config's model is a detector (training task
    ``detection``), the catalog a detection catalog with the split, the checkpoint found, of the config's model,
    with weights that fit;
+   a query-support detector (Meta R-CNN, FSDetView) runs ``model_init`` here, once, on the support instances of
+   the config's training set, so every task detects with the same class vectors;
 2. the split's records (image bytes and ground truth) go once through the object store, cut into contiguous
    shards (:func:`fewray.platform.retrieval.batch_shards`); one Ray task per shard rebuilds the detector from the
    checkpoint, decodes and detects its images and returns the evaluator's ``process`` partial (COCO-format
@@ -30,6 +32,29 @@ from fewray.platform.config import ExperimentConfig
 from fewray.platform.errors import ConfigError
 from fewray.platform.preflight import check_checkpoint_model
 from fewray.platform.runtime import default_workers, get_all, init_ray, task_options
+
+
+def _warm_up() -> int:
+    """A no-op Ray task: the worker that runs it imports this module (torch, torchvision, fewray) and stays warm."""
+    import os
+
+    import fewray.tasks.detection  # noqa: F401  (the import is the point)
+
+    return os.getpid()
+
+
+def prewarm_detection_workers(num_workers: int) -> list:
+    """Start ``num_workers`` zero-CPU no-op tasks so that the workers of a coming :func:`detect_split` have
+    imported torch, torchvision and fewray by the time its shards arrive (a fresh worker takes seconds).
+
+    Fire and forget: call it right after Ray starts, before driver work (MLflow, reading the split) that the
+    imports then overlap. Returns the tasks' refs (``ray.get`` them to wait).
+
+    Example::
+
+        >>> refs = prewarm_detection_workers(2)     # doctest: +SKIP
+    """
+    return [ray.remote(_warm_up).options(num_cpus=0).remote() for _ in range(max(0, num_workers))]
 
 
 def _detect_shard(model_cfg: dict, state: dict, records: list[dict], start: int, stop: int, batch_size: int,
@@ -70,14 +95,21 @@ def prepare_detection_evaluation(cfg: ExperimentConfig, checkpoint: str | Path, 
     from fewray.tasks import task_for
     from fewray.tasks.detection import DetectionTask
 
-    if not isinstance(task_for(cfg), DetectionTask):
+    task = task_for(cfg)
+    if not isinstance(task, DetectionTask):
         raise ConfigError(f"model.type {cfg.model.type} is not a detector (its training task is not detection)")
-    cfg = DetectionTask().resolve_config(cfg)
+    cfg = task.resolve_config(cfg)
     eval_records(cfg.data.root, split or cfg.test.split, with_images=False)
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
     check_checkpoint_model(state, cfg.model.model_dump(), str(path))
-    load_model_state(build_classifier(cfg.model.model_dump(), for_checkpoint=True), state, path)
+    model = build_classifier(cfg.model.model_dump(), for_checkpoint=True)
+    load_model_state(model, state, path)
+    if hasattr(model, "model_init"):  # a query-support detector: its class vectors from the config's supports
+        from fewray.tasks.query_support import init_supports, run_model_init
+
+        run_model_init(model, *init_supports(cfg))
+        state = {**state, "model": model.state_dict()}
     return cfg, str(path), state
 
 
@@ -152,10 +184,11 @@ def evaluate_detector(cfg: ExperimentConfig, checkpoint: str | Path, split: str 
     split = split or cfg.test.split
     cfg, label, state = prepare_detection_evaluation(cfg, checkpoint, split)
     uri = setup_tracking(tracking_uri or cfg.tracking.tracking_uri, cfg.tracking.experiment)
-    d = cfg.data
-    scorer = DetectionScorer(d.root, split, d.base_classes, d.novel_classes, decode=False, classwise=True)
     init_ray()
     t0 = time.perf_counter()
+    prewarm_detection_workers(num_workers or default_workers())  # their imports overlap the split's reading
+    d = cfg.data
+    scorer = DetectionScorer(d.root, split, d.base_classes, d.novel_classes, decode=False, classwise=True)
     with mlflow.start_run(run_name=f"{cfg.name}-evaluate-{split}") as run:
         log_evaluation_params(cfg, label, split)
         metrics, first = detect_split(cfg.model.model_dump(), state["model"], scorer, 2, num_workers)

@@ -180,7 +180,7 @@ def draw_detections(image: np.ndarray, boxes: Any, labels: list[str], scores: An
     import torch
     from torchvision.utils import draw_bounding_boxes
 
-    b = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+    b = torch.as_tensor(np.array(boxes, dtype=np.float32).reshape(-1, 4))  # a copy: inputs may be read-only
     s = np.ones(len(b), np.float32) if scores is None else np.asarray(scores, dtype=np.float32).reshape(-1)
     keep = s >= score_thr
     if not keep.any():  # nothing to draw (torchvision would warn)

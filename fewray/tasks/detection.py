@@ -107,6 +107,32 @@ def to_outputs(detections: list[dict[str, np.ndarray]], records: list[dict[str, 
     return out
 
 
+def with_model_key(cfg: "ExperimentConfig", key: str, value: Any, conflict: bool, message: str) -> "ExperimentConfig":
+    """``cfg`` with ``model.<key>`` set to ``value`` (a value the task derives from the data).
+
+    Raises:
+        ConfigError: ``message``, when ``conflict`` (the config gives another value).
+
+    Example::
+
+        >>> from fewray.platform.config import load_config
+        >>> cfg = load_config("configs/classification/maml/conv4_omniglot.yaml")
+        >>> with_model_key(cfg, "num_inner_steps", 3, False, "").model.num_inner_steps
+        3
+        >>> with_model_key(cfg, "num_inner_steps", 3, True, "model.num_inner_steps: not what the data says")
+        Traceback (most recent call last):
+        fewray.core.errors.ConfigError: model.num_inner_steps: not what the data says
+    """
+    from fewray.platform.config import config_from_dict
+    from fewray.platform.errors import ConfigError
+
+    if conflict:
+        raise ConfigError(message)
+    raw = cfg.to_dict()
+    raw["model"][key] = value
+    return config_from_dict(raw)
+
+
 class DetectionScorer:
     """COCO AP of a detector on a catalog split: the split's ground truth, evaluated with
     :class:`~fewray.evaluation.coco_detection.CocoDetectionEvaluator` (a VOC catalog:
@@ -238,26 +264,26 @@ class DetectionTask(TrainingTask):
             ConfigError: ``model.class_names`` given and not the classes of ``data.classes``.
         """
         from fewray.data.detection.training import model_classes
-        from fewray.platform.config import config_from_dict
-        from fewray.platform.errors import ConfigError
 
         names = model_classes(cfg.data.root, cfg.data.classes)
         given = getattr(cfg.model, "class_names", None)
-        if given is not None and list(given) != names:
-            raise ConfigError(f"model.class_names ({len(given)} classes) is not data.classes of {cfg.data.root} "
-                              f"({len(names)} classes): leave it out to take data.classes")
-        raw = cfg.to_dict()
-        raw["model"]["class_names"] = names
-        return config_from_dict(raw)
+        return with_model_key(cfg, "class_names", names, given is not None and list(given) != names,
+                              f"model.class_names ({len(given or ())} classes) is not data.classes of "
+                              f"{cfg.data.root} ({len(names)} classes): leave it out to take data.classes")
+
+    @staticmethod
+    def stream_args(cfg: "ExperimentConfig") -> dict[str, Any]:
+        """The keyword arguments of a detection stream of ``cfg`` (train split, ``data.*``, batch size, seed)."""
+        d = cfg.data
+        return dict(root=d.root, split="train", classes=d.classes, few_shot=d.few_shot.model_dump() if d.few_shot
+                    else None, batch_size=cfg.train.batch_size, seed=cfg.seed, min_size=d.min_size or d.image_size,
+                    max_size=d.image_size, flip=d.augment != "none")
 
     def dataset(self, cfg, start, stop):
         """Batches ``start..stop-1`` (:func:`fewray.platform.streaming.detection_dataset`)."""
         from fewray.platform.streaming import detection_dataset
 
-        d, t = cfg.data, cfg.train
-        return detection_dataset(d.root, "train", d.classes, d.few_shot.model_dump() if d.few_shot else None,
-                                 t.batch_size, cfg.seed, start, stop, min_size=d.min_size or d.image_size,
-                                 max_size=d.image_size, flip=d.augment != "none")
+        return detection_dataset(start=start, stop=stop, **self.stream_args(cfg))
 
     def check_data(self, cfg) -> None:
         """A detection catalog whose train split (cut to ``data.classes`` and the K-shot set) holds boxes.

@@ -132,6 +132,8 @@ class FewShotFasterRCNN(FasterRCNN):
     #: arguments that only matter when the weights do not come from a checkpoint (dropped with ``for_checkpoint``)
     init_only_args = ("surgery",)
     roi_heads_class: Any = None  # FSCE: its ContrastiveRoIHead
+    #: key fragments of modules a base checkpoint may lack (kept as initialised by the surgery)
+    fresh_modules: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -170,21 +172,29 @@ class FewShotFasterRCNN(FasterRCNN):
         names = [str(i) for i in range(levels - 1)]
         roi_pool = MultiScaleRoIAlign(names, 7, 2)
         box_head = TwoMLPHead(body.out_channels * 49, representation_size)
-        predictor = BBOX_HEADS.build({**head, "in_channels": representation_size, "num_classes": len(class_names)},
-                                     "model.head")
+        predictor = BBOX_HEADS.build({**head, "in_channels": self.predictor_in_channels(representation_size),
+                                      "num_classes": len(class_names)}, "model.head")
         super().__init__(body, num_classes=None, min_size=min_size, max_size=max_size, image_mean=[0.0] * 3,
                          image_std=[1.0] * 3, rpn_anchor_generator=anchors, box_roi_pool=roi_pool, box_head=box_head,
                          box_predictor=predictor, **_mapped(rpn or {}, RPN_KEYS, "model.rpn"),
                          **_mapped(roi or {}, ROI_KEYS, "model.roi"))
-        if self.roi_heads_class is not None:
-            self._swap_roi_heads(loss_contrast or {})
         self.class_names = list(class_names)
+        self._build_extras(loss_contrast or {})
         if surgery is not None and init_from is None:
             raise ConfigError("model.surgery needs model.init_from (the base detector's checkpoint)")
         if init_from is not None:
             self._init_by_surgery(init_from, surgery_name(surgery or "random_init"), init_from_novel)
         self.frozen_parameters = list(frozen_parameters or [])
         self._freeze(self.frozen_parameters)
+
+    def predictor_in_channels(self, representation_size: int) -> int:
+        """The predictor's input width: the shared FCs' (a meta-learning detector's aggregation may change it)."""
+        return representation_size
+
+    def _build_extras(self, loss_cfg: dict[str, Any]) -> None:
+        """Modules a subclass adds before the surgery copies weights (FSCE: its RoI head with the contrastive loss)."""
+        if self.roi_heads_class is not None:
+            self._swap_roi_heads(loss_cfg)
 
     def _swap_roi_heads(self, loss_cfg: dict[str, Any]) -> None:
         old = self.roi_heads
@@ -202,7 +212,7 @@ class FewShotFasterRCNN(FasterRCNN):
             novel, novel_classes = load_detector_checkpoint(init_from_novel, "model.init_from_novel")
         try:
             state, self.surgery_copied = apply_surgery(self.state_dict(), self.class_names, base, base_classes,
-                                                       method, novel, novel_classes)
+                                                       method, novel, novel_classes, self.fresh_modules)
         except CheckpointError as exc:
             raise CheckpointError(f"model.init_from {init_from}: {exc}") from None
         self.load_state_dict(state)

@@ -10,7 +10,9 @@ predicts base and novel classes, so its predictor's rows are mapped by class *na
   only (``init_from_novel``; TFA's VOC protocol);
 - ``remove``: no predictor row copied (every class starts random; a novel-only fine-tuning).
 
-Every other weight (backbone, FPN, RPN, shared FCs) is copied as it is.
+Every other weight (backbone, FPN, RPN, shared FCs) is copied as it is. The meta-learning detectors' per-class
+tensors without a background row (:data:`CLASS_ROWS_NO_BACKGROUND`: Meta R-CNN's meta classifier, the stored class
+vectors of ``model_init``) are mapped by class name the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ SURGERIES = {"random_init": "random_init", "randinit": "random_init", "combine":
 PREDICTOR = "roi_heads.box_predictor."
 #: the predictor's tensors with one row (scores) or four (box deltas) per class, background first
 CLASS_ROWS = (PREDICTOR + "cls_score.", PREDICTOR + "bbox_pred.")
+#: per-class tensors without a background row: the meta-learning detectors' meta classifier and class vectors
+CLASS_ROWS_NO_BACKGROUND = ("roi_heads.meta_cls.", "class_vectors", "class_ready")
 
 
 def surgery_name(name: str) -> str:
@@ -45,17 +49,19 @@ def surgery_name(name: str) -> str:
     return SURGERIES[name]
 
 
-def _rows(name: str, tensor: torch.Tensor, num_classes: int) -> int:
-    """Rows per class of a predictor tensor: 1 (scores) or 4 (box deltas)."""
-    per = tensor.shape[0] // (num_classes + 1)
-    if per * (num_classes + 1) != tensor.shape[0]:
-        raise CheckpointError(f"'{name}' has {tensor.shape[0]} rows, not a multiple of {num_classes + 1} classes")
+def _rows(name: str, tensor: torch.Tensor, num_classes: int, background: int = 1) -> int:
+    """Rows per class of a per-class tensor: 1 (scores, class vectors) or 4 (box deltas)."""
+    per = tensor.shape[0] // (num_classes + background)
+    if per * (num_classes + background) != tensor.shape[0]:
+        raise CheckpointError(f"'{name}' has {tensor.shape[0]} rows, not a multiple of {num_classes + background} "
+                              f"classes")
     return per
 
 
 def apply_surgery(target: dict[str, torch.Tensor], target_classes: list[str], base: dict[str, torch.Tensor],
                   base_classes: list[str], method: str, novel: dict[str, torch.Tensor] | None = None,
-                  novel_classes: list[str] | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+                  novel_classes: list[str] | None = None,
+                  fresh: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The fine-tuning detector's state dict after surgery.
 
     Args:
@@ -64,6 +70,8 @@ def apply_surgery(target: dict[str, torch.Tensor], target_classes: list[str], ba
         base, base_classes: the base detector's state dict and class names.
         method: ``random_init`` / ``randinit``, ``combine`` or ``remove``.
         novel, novel_classes: for ``combine``, the novel detector's state dict and class names.
+        fresh: key fragments of modules the base may lack (they keep their initialisation then): FSCE's
+            contrastive branch, a query-support detector's meta conv, aggregation and meta classifier.
 
     Returns:
         ``(state, copied)``: the new state dict (every non-predictor key from ``base``) and the class names whose
@@ -86,11 +94,12 @@ def apply_surgery(target: dict[str, torch.Tensor], target_classes: list[str], ba
         raise ConfigError("model.surgery: combine needs model.init_from_novel (a detector fine-tuned on the novel "
                           "classes)")
     state: dict[str, Any] = {}
+    per_class = CLASS_ROWS + CLASS_ROWS_NO_BACKGROUND
     for key, value in target.items():
-        if key.startswith(CLASS_ROWS):
+        if key.startswith(per_class):
             continue
         if key not in base:
-            if ".contrastive_head." in key or "loss_contrast" in key:  # FSCE's new branch starts random
+            if any(f in key for f in (".contrastive_head.", "loss_contrast", *fresh)):  # new branches start random
                 state[key] = value
                 continue
             raise CheckpointError(f"the base checkpoint has no '{key}' (another architecture?)")
@@ -103,24 +112,25 @@ def apply_surgery(target: dict[str, torch.Tensor], target_classes: list[str], ba
         sources.append((novel, novel_classes or []))
     copied: list[str] = []
     for key, value in target.items():
-        if not key.startswith(CLASS_ROWS):
+        if not key.startswith(per_class):
             continue
+        bg = 1 if key.startswith(CLASS_ROWS) else 0  # rows before the first class
         new = value.clone()
-        per = _rows(key, value, len(target_classes))
+        per = _rows(key, value, len(target_classes), bg)
         for src, src_classes in sources:
             if key not in src:  # e.g. a linear classifier's bias into a bias-free cosine one
                 continue
             old = src[key]
-            src_per = _rows(key, old, len(src_classes))
+            src_per = _rows(key, old, len(src_classes), bg)
             if src_per != per or old.shape[1:] != value.shape[1:]:
                 raise CheckpointError(f"'{key}' has shape {tuple(old.shape)} in the checkpoint, "
                                       f"{tuple(value.shape)} in the model")
-            if src is base:  # the background row
+            if src is base and bg:  # the background row
                 new[:per] = old[:per]
             for i, name in enumerate(target_classes):
                 if name in src_classes:
                     j = src_classes.index(name)
-                    new[(i + 1) * per:(i + 2) * per] = old[(j + 1) * per:(j + 2) * per]
+                    new[(i + bg) * per:(i + bg + 1) * per] = old[(j + bg) * per:(j + bg + 1) * per]
                     if name not in copied:
                         copied.append(name)
         state[key] = new

@@ -3,7 +3,9 @@
 :func:`training_records` is what the detection task's stream trains on: the catalog split's records, cut to the
 config's classes (``data.classes``; labels re-indexed into them) and, with ``data.few_shot``, to TFA's balanced
 K-shot set (:func:`~fewray.data.detection.coco.take_shots`; sampled from ``(seed, K)``, or read from TFA's shot
-files). :class:`DetectionStepBuilder` is the Ray Data callable that turns step ids into batches of them.
+files). :class:`DetectionStepBuilder` is the Ray Data callable that turns step ids into batches of them
+(:class:`QuerySupportStepBuilder`: with their support instances, for the query-support detectors;
+:func:`model_init_supports` the support images their ``model_init`` averages).
 :func:`eval_records` is the evaluation side: every image of a split with the annotations of the evaluated classes.
 """
 
@@ -144,3 +146,54 @@ class DetectionStepBuilder:
         """Build the steps of ``batch['id']``."""
         rows = [self.builder(int(i)) for i in batch["id"]]
         return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+class QuerySupportStepBuilder(DetectionStepBuilder):
+    """Ray Data callable class: step ids -> query-support rows
+    (:class:`~fewray.data.detection.query_support.QuerySupportBatchBuilder` over :func:`training_records`).
+
+    Args:
+        root, split, classes, few_shot, batch_size, seed, min_size, max_size, flip: as :class:`DetectionStepBuilder`.
+        query_support (dict): ``data.query_support``'s options (``QuerySupportConfig.dataset_options()``).
+
+    Example::
+
+        >>> b = QuerySupportStepBuilder(example_catalog(), "train", "ALL_CLASSES", {"num_novel_shots": 2}, 2, 0, 64,
+        ...     96, True, {"num_support_shots": 1, "support_pipeline": [{"type": "GenerateMask", "target_size": 32}]})
+        >>> row = b({"id": np.array([3])})
+        >>> row["support_img"].shape, row["step"].tolist()
+        ((1, 1, 3, 4, 32, 32), [3])
+    """
+
+    def __init__(self, root: str, split: str, classes: Any, few_shot: dict[str, Any] | None, batch_size: int,
+                 seed: int, min_size: int, max_size: int, flip: bool, query_support: dict[str, Any]) -> None:
+        from fewray.data.detection.query_support import QuerySupportBatchBuilder
+
+        records = training_records(root, split, classes, few_shot)
+        self.builder = QuerySupportBatchBuilder(records, model_classes(root, classes), batch_size, seed, min_size,
+                                                max_size, flip, query_support)
+
+
+def model_init_supports(root: str, classes: Any, few_shot: dict[str, Any] | None,
+                        query_support: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The support images a query-support detector's ``model_init`` averages: every support instance of the
+    training set (its K-shot set when ``few_shot``; the first ``num_used_support_shots`` per class), through the
+    support pipeline: ``(images (N, C, T, T) uint8, labels (N,) int64)``.
+
+    Raises:
+        DataError: as :func:`training_records`; ConfigError: a bad support pipeline.
+
+    Example::
+
+        >>> imgs, labels = model_init_supports(example_catalog(), "ALL_CLASSES", {"num_novel_shots": 2, "num_base_shots": 2},
+        ...     {"support_pipeline": [{"type": "CropResizeInstance", "target_size": 24}]})
+        >>> imgs.shape, labels.tolist()
+        ((6, 3, 24, 24), [0, 0, 1, 1, 2, 2])
+    """
+    from fewray.data.detection.query_support import support_images, support_set
+    from fewray.data.detection.support_transforms import build_support_pipeline
+
+    records = training_records(root, "train", classes, few_shot)
+    instances = support_set(records, len(model_classes(root, classes)), query_support.get("num_used_support_shots"))
+    images = support_images(records, instances, build_support_pipeline(query_support["support_pipeline"]))
+    return images, np.array([label for label, _, _ in instances], np.int64)
