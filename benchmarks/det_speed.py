@@ -13,14 +13,16 @@ Usage (from the repository root, on a quiet machine; needs ``data/coco_fsdet``):
   ``run_metatrain`` (1 Ray Train worker) and its rate is the mean of the logged ``batches_per_second`` windows after
   the first (steady state; the start-up, Ray Train's worker start and the model build, is reported apart).
   Overhead = plain images/s / fewray images/s - 1.
-- evaluation: the val split (the first 103 images of coco_mini val2017; ``--split test`` for 206): the plain loop
+- evaluation: the test split (coco_mini val2017, 206 images, the split fewshot_det_coco.py reports; ``--split val``
+  for its first 103): the plain loop
   (one process, 2 threads; detections then COCOeval) against fewray's fan-out (``detect_split``) with 1 Ray task of
   2 CPUs, 1 task of 1 CPU and 2 tasks of 1 CPU, on warm workers (one untimed 2-task pass first, as on a cluster
   that has evaluated before). Scaling = 2 tasks of 1 CPU against 1 task of 1 CPU (the same work per CPU, twice the
   CPUs). Beside it, the cold case as ``pipelines/evaluate.py`` meets it: Ray restarted (its start not timed), the
   workers prewarmed (:func:`prewarm_detection_workers`) and the split evaluated at once, so each worker's imports
-  (seconds) are inside the time. A first measurement had the 1-task run on a warm worker and the 2-task run
-  starting a cold second one: 1.30x, the worker's start counted against the 2 tasks only.
+  (~4 s) are inside the time. Earlier measurements had the 1-task run on a warm worker and the 2-task run starting
+  a cold one (1.30x, 1.23x): after a training, Ray kills idle workers beyond one per CPU while training's actors
+  linger, so the evaluations now get a Ray of their own.
 
 Runs alternate plain / fewray (ABBA over ``--repeats``). Writes ``benchmarks/results/det_speed.{json,md}``.
 """
@@ -137,7 +139,7 @@ def fewray_eval(model_cfg: dict, state: dict, scorer, workers: int, threads: int
         init_ray()
     t0 = time.perf_counter()
     if cold:
-        prewarm_detection_workers(workers)
+        prewarm_detection_workers(workers, {"num_cpus": threads})
     metrics, _ = detect_split(model_cfg, state, scorer, 2, workers, threads)
     return len(scorer.records) / (time.perf_counter() - t0), metrics
 
@@ -146,7 +148,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--split", default="val", help="the catalog split evaluated (val: 103 images, test: 206)")
+    p.add_argument("--split", default="test", help="the catalog split evaluated (test: 206 images, the split the "
+                   "benchmarks report; val: 103)")
     p.add_argument("--checkpoint", default="runs/det/base/train_result.json",
                    help="a trained detector for the evaluation side (default: the base model of fewshot_det_coco.py)")
     args = p.parse_args(argv)
@@ -175,6 +178,12 @@ def main(argv=None) -> int:
                     rate, total = fewray_train(args.steps, Path(d))
                     rows["fewray train"].append(rate)
                     rows["fewray train run seconds"].append(total)
+                    # a Ray of its own: training's actors left behind make Ray kill idle workers (its soft limit
+                    # of one worker per CPU), so a "warm" 2-task run after training started a cold worker (1.23x)
+                    import ray
+
+                    ray.shutdown()
+                    init_ray()
                     outs = [fewray_eval(model_cfg, state["model"], scorer, 2, 1)[1]]  # untimed: two warm workers
                     for label, w, t, cold in (("1 task x 2 CPUs", 1, 2, False), ("1 task x 1 CPU", 1, 1, False),
                                               ("2 tasks x 1 CPU", 2, 1, False), ("1 task x 1 CPU, cold", 1, 1, True),

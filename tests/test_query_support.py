@@ -299,3 +299,106 @@ def test_meta_rcnn_trains_with_2_ddp_workers_and_evaluates_the_same_with_1_and_2
     finite = sorted(k for k, v in one.items() if v == v)  # NaN: the COCO metrics of a VOC catalog
     assert "AP50_WBC" in finite and [one[k] for k in finite] == [two[k] for k in finite]
     assert one["AP50"] == pytest.approx(outs[0]["AP50"], abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------ Attention-RPN
+def _arpn(classes=("a", "b"), **kw):
+    from fewray.algorithms import build_classifier
+
+    return build_classifier({"type": "AttentionRPNDetector", "backbone": LITE, "class_names": list(classes),
+                             "min_size": 64, "max_size": 96, "neck": {"out_channels": 8},
+                             "head": {"type": "Shared2FCBBoxHead"}, **kw})
+
+
+def test_multi_relation_branches_by_hand():
+    from fewray.algorithms.fewshot_det.attention_rpn import MultiRelationBBoxHead
+
+    head = MultiRelationBBoxHead(2)
+    q, s = torch.rand(3, 2, 7, 7), torch.rand(1, 2, 7, 7)
+    with torch.no_grad():
+        head.local_correlation_branch.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        head.local_correlation_fc_cls.weight.copy_(torch.tensor([[1., 0.], [0., 1.]]))
+        head.local_correlation_fc_cls.bias.zero_()
+        expected = (q * s).mean((2, 3))  # the depth-wise 7 x 7 correlation, divided by its 49 terms
+        assert torch.allclose(head.local_score(q, s), expected, atol=1e-6)
+        fc = head.global_relation_branch[0]
+        fc.weight.zero_()
+        fc.bias.zero_()
+        fc.weight[0, 0], fc.weight[1, 3] = 1.0, 1.0           # query channel 0, support channel 1
+        head.global_relation_branch[2].weight.copy_(torch.eye(2))
+        head.global_relation_branch[2].bias.zero_()
+        head.global_relation_fc_cls.weight.copy_(torch.eye(2))
+        head.global_relation_fc_cls.bias.zero_()
+        g = head.global_score(q, s)
+        assert torch.allclose(g[:, 0], q[:, 0].mean((1, 2))) and torch.allclose(g[:, 1], s[0, 1].mean().expand(3))
+        scores, deltas = head(q, s)
+        patch = head.patch_relation_branch(torch.cat([q, s.expand_as(q)], 1)).flatten(1)
+        assert torch.allclose(scores, head.patch_relation_fc_cls(patch) + expected + g, atol=1e-6)
+        assert torch.allclose(deltas, head.patch_relation_fc_reg(patch))
+
+
+def test_attention_kernels_keep_the_maps_scale_and_new_classes_need_no_training(tmp_path):
+    from fewray.algorithms.fewshot_det.attention_rpn import AttentionRPNHead
+
+    f = {"0": torch.randn(2, 4, 5, 5)}
+    k = {"0": torch.randn(2, 4)}
+    a, b = AttentionRPNHead.attend(f, k)["0"], AttentionRPNHead.attend(f, {"0": 3 * k["0"]})["0"]
+    assert torch.allclose(a, b, atol=1e-6)
+    det = _arpn()
+    kernels, rois = det.support_features(torch.rand(3, 3, 32, 32))
+    assert kernels.shape == (3, 4, 8) and rois.shape == (3, 8, 7, 7)  # 3 FPN levels + the pooled one
+    assert det.model_init(torch.rand(2, 3, 32, 32), torch.tensor([1, 1])) == ["b"]
+    path = tmp_path / "arpn.pt"
+    torch.save({"model": det.state_dict(), "config": {"model": {"type": "AttentionRPNDetector",
+                                                               "class_names": ["a", "b"]}}}, path)
+    other = _arpn(classes=("x", "y", "z"))
+    other.load_state_dict(torch.load(path, weights_only=True)["model"])  # kept supports of other classes: dropped
+    assert other.class_ready.tolist() == [False, False, False]
+    assert torch.equal(other.rpn.head.conv[0][0].weight, det.rpn.head.conv[0][0].weight)
+
+
+def test_attention_rpn_starts_from_a_faster_rcnn_base(tmp_path):
+    from fewray.algorithms import build_classifier
+
+    base = build_classifier({"type": "FasterRCNN", "backbone": LITE, "class_names": ["a", "b"], "min_size": 64,
+                             "max_size": 96, "neck": {"out_channels": 8}})
+    path = tmp_path / "frcn.pt"
+    torch.save({"model": base.state_dict(), "config": {"model": {"type": "FasterRCNN", "class_names": ["a", "b"]}}},
+               path)
+    det = _arpn(init_from=str(path), surgery="remove")
+    assert torch.equal(det.state_dict()["rpn.head.cls_logits.weight"], base.state_dict()["rpn.head.cls_logits.weight"])
+    assert torch.equal(det.state_dict()["backbone.fpn.layer_blocks.0.0.weight"],
+                       base.state_dict()["backbone.fpn.layer_blocks.0.0.weight"])
+
+
+def test_user_supports_through_the_api_and_their_errors():
+    from fewray.apis.detection import inference_detector, process_support_images
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    det = _arpn()
+    assert process_support_images(det, [img, img], ["fish", "eel"], [[1, 1, 30, 20], None]) == ["fish", "eel"]
+    assert det.class_names == ["fish", "eel"] and set(inference_detector(det, img)["labels"]) <= {"fish", "eel"}
+    with pytest.raises(DataError, match=r"support 0 \(ndarray\): box \[1, 1, 90, 20\] .* lies outside the 60x40 image"):
+        process_support_images(det, [img], ["fish"], [[1, 1, 90, 20]])
+    with pytest.raises(ValueError, match="one entry per support"):
+        process_support_images(det, [img, img], ["fish"])
+    meta = _meta()
+    with pytest.raises(ValueError, match="a support of class 'fish', which MetaRCNN was not built with "
+                                         r"\(classes: a, b, c\)"):
+        process_support_images(meta, [img], ["fish"])
+
+
+def test_detect_supports_file_errors_are_one_line(tmp_path):
+    from conftest import run_pipeline
+
+    ckpt = tmp_path / "arpn.pt"
+    det = _arpn()
+    torch.save({"model": det.state_dict(), "config": {"model": {"type": "AttentionRPNDetector", "class_names": ["a", "b"],
+                "backbone": LITE, "min_size": 64, "max_size": 96, "neck": {"out_channels": 8},
+                "head": {"type": "Shared2FCBBoxHead"}}}}, ckpt)
+    image = "../shared/data/bccd/BCCD/JPEGImages/BloodImage_00000.jpg"
+    (tmp_path / "s.json").write_text('{"WBC": [{"box": [1, 1, 5, 5]}]}')
+    r = run_pipeline("detect.py", "--checkpoint", str(ckpt), "--supports", str(tmp_path / "s.json"), image,
+                     "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "class 'WBC' entry 0 has no \"image\"" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
