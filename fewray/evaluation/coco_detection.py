@@ -370,31 +370,54 @@ class CocoDetectionEvaluator(Evaluator):
             raise DataError(f"image id {unknown[0]} of the detections is not in the ground truth's images")
         results = sorted(merged["results"], key=lambda r: r["image_id"])  # stable: per-image order kept
         coco_dt = self._coco_dt(coco_gt, results)
-        out: dict[str, float] = {}
-        summaries = []
-        splits = [("ALL", "", tuple(sorted(self.categories)))]
-        splits += [(s, self._prefix(s) + "_", ids) for s, ids in self.class_splits.items()]
-        for split, prefix, cat_ids in splits:
-            ev = COCOeval(coco_gt, coco_dt, "bbox")
-            ev.params.catIds = list(cat_ids)
-            ev.params.imgIds = image_ids
-            _silent(ev.evaluate)
-            _silent(ev.accumulate)
-            summaries.append(f"{split} ({len(cat_ids)} categories, {len(image_ids)} images)\n"
-                             + _silent(ev.summarize)[1])
-            names = ALL_METRICS if not prefix else SPLIT_METRICS
-            for k, name in enumerate(names):
-                out[prefix + name] = _percent(ev.stats[k])
-            if self.classwise and not prefix:
-                precision = ev.eval["precision"]  # (T, R, K, A, M): area "all" is 0, maxDets 100 is last
-                for k, cid in enumerate(ev.params.catIds):
-                    p = precision[:, :, k, 0, -1]
-                    if (p > -1).any():
-                        out[f"AP_{self.categories[cid]}"] = float(p[p > -1].mean()) * 100.0
-                        p50 = p[0]  # IoU threshold 0.50 (params.iouThrs[0])
-                        out[f"AP50_{self.categories[cid]}"] = float(p50[p50 > -1].mean()) * 100.0
+        all_ids = sorted(self.categories)
+        # One COCOeval over every category: COCOeval evaluates and accumulates each category on its own, so a class
+        # split's AP / AP50 / AP75 are its categories' slice of the precision array, averaged as COCOeval.summarize
+        # averages (the same numbers as a COCOeval restricted to the split, at a third of the driver's time).
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.catIds = all_ids
+        ev.params.imgIds = image_ids
+        _silent(ev.evaluate)
+        _silent(ev.accumulate)
+        summaries = [f"ALL ({len(all_ids)} categories, {len(image_ids)} images)\n" + _silent(ev.summarize)[1]]
+        out: dict[str, float] = {name: _percent(ev.stats[k]) for k, name in enumerate(ALL_METRICS)}
+        precision = ev.eval["precision"]  # (T, R, K, A, M): area "all" is 0, maxDets 100 is last
+        for split, ids in self.class_splits.items():
+            prefix = self._prefix(split) + "_"
+            cols = [all_ids.index(c) for c in ids]
+            for name, value in zip(SPLIT_METRICS, split_stats(precision, cols, ev.params.iouThrs)):
+                out[prefix + name] = value
+            summaries.append(f"{split} ({len(ids)} categories, {len(image_ids)} images): " + ", ".join(
+                f"{name} {out[prefix + name]:.2f}" for name in SPLIT_METRICS))
+        if self.classwise:
+            for k, cid in enumerate(all_ids):
+                p = precision[:, :, k, 0, -1]
+                if (p > -1).any():
+                    out[f"AP_{self.categories[cid]}"] = float(p[p > -1].mean()) * 100.0
+                    p50 = p[0]  # IoU threshold 0.50 (params.iouThrs[0])
+                    out[f"AP50_{self.categories[cid]}"] = float(p50[p50 > -1].mean()) * 100.0
         self.last_summary = "\n".join(summaries)
         return out
+
+
+def split_stats(precision: np.ndarray, cols: list[int], iou_thrs: np.ndarray) -> tuple[float, float, float]:
+    """``(AP, AP50, AP75)`` in percent of the categories at positions ``cols`` of COCOeval's accumulated
+    ``precision`` array ``(T, R, K, A, M)``, as ``COCOeval.summarize`` averages them (area all, 100 detections,
+    entries of -1 left out; NaN when none is defined).
+
+    Example::
+
+        >>> p = np.full((10, 2, 3, 4, 3), -1.0)
+        >>> p[:, :, 0, 0, -1], p[:, :, 1, 0, -1] = 0.5, 1.0      # category 2 has no ground truth (-1)
+        >>> split_stats(p, [0, 1], np.linspace(0.5, 0.95, 10)), split_stats(p, [2], np.linspace(0.5, 0.95, 10))[0]
+        ((75.0, 75.0, 75.0), nan)
+    """
+    s = precision[:, :, cols, 0, -1]
+    out = []
+    for t in (None, 0.5, 0.75):
+        x = s if t is None else s[np.where(np.isclose(iou_thrs, t))[0]]
+        out.append(float(x[x > -1].mean()) * 100.0 if (x > -1).any() else math.nan)
+    return out[0], out[1], out[2]
 
 
 def _percent(stat: float) -> float:
