@@ -6,9 +6,10 @@ Usage (from the repository root; each stage resumes: a finished row is kept, a t
     RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage base        # ~40 min on 2 cores
     RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage finetune \\
         --methods tfa_cos,tfa_fc,fsce,ft_full --shots 1,5,10 --seeds 0,1,2
-    RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage qs_base   # Meta R-CNN, FSDetView, Attention-RPN
-    RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage finetune \
-        --methods meta_rcnn,fsdetview,attention_rpn
+    # the methods with their own base training (from the base-only weights): Meta R-CNN, FSDetView, Attention-RPN, MPSR
+    RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage qs_base
+    RAY_AUTH_MODE=disabled python benchmarks/fewshot_det_coco.py --stage finetune \\
+        --methods meta_rcnn,fsdetview,attention_rpn,mpsr
     python benchmarks/fewshot_det_coco.py --table-only
 
 **Data** (``configs/detection/coco_split.yaml``; TFA's class split: 20 novel classes = the VOC ones, 60 base):
@@ -26,10 +27,11 @@ images; picks checkpoints), test = all of coco_mini val2017 (206 images, 1,786 b
   80%), from the base detector by ``random_init`` surgery; one checkpoint, validated once at the last step on
   the test split (``val.split=test``: that validation is the reported evaluation, nothing is selected on it;
   the base-only row goes through ``pipelines/evaluate.py``'s Ray fan-out, the same evaluator);
-- the query-support detectors Meta R-CNN, FSDetView and Attention-RPN (``configs/detection/meta_rcnn/``,
-  ``fsdetview/``, ``attention_rpn/``): their
+- the query-support detectors Meta R-CNN, FSDetView and Attention-RPN, and MPSR (``configs/detection/meta_rcnn/``,
+  ``fsdetview/``, ``attention_rpn/``, ``mpsr/``): their
   base training (``--stage qs_base``) starts from the base-only detector's weights (the CPU budget does not train
-  the shared parts again) and trains on query-support steps of the base classes; their base-only rows and their
+  the shared parts again) and trains on query-support steps of the base classes (MPSR: with its multi-scale
+  crops); their base-only rows and their
   K-shot rows (from their own base, same K-shot sets, steps and schedule) come from the same commands.
 
 Writes ``benchmarks/results/fewshot_det_coco.{json,md}`` (each row with its budget and its time on this
@@ -67,6 +69,7 @@ METHODS = {
     "meta_rcnn": ("Meta R-CNN", "configs/detection/meta_rcnn/lite0_fpn_coco_kshot.yaml"),
     "fsdetview": ("FSDetView", "configs/detection/fsdetview/lite0_fpn_coco_kshot.yaml"),
     "attention_rpn": ("Attention-RPN", "configs/detection/attention_rpn/lite0_fpn_coco_kshot.yaml"),
+    "mpsr": ("MPSR", "configs/detection/mpsr/lite0_fpn_coco_kshot.yaml"),
 }
 #: the query-support detectors' own base training (``--stage qs_base``): label, config, output dir under --runs
 QS_BASES = {
@@ -76,6 +79,7 @@ QS_BASES = {
                   "fsdetview_base"),
     "attention_rpn": ("Attention-RPN base-only",
                       "configs/detection/attention_rpn/lite0_fpn_coco_base_training.yaml", "attention_rpn_base"),
+    "mpsr": ("MPSR base-only", "configs/detection/mpsr/lite0_fpn_coco_base_training.yaml", "mpsr_base"),
 }
 SHOWN = ("AP", "AP50", "BASE_AP", "BASE_AP50", "NOVEL_AP", "NOVEL_AP50")
 
@@ -236,7 +240,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", choices=["base", "qs_base", "finetune"], default=None)
     p.add_argument("--methods", default=None, help="finetune: default tfa_cos,tfa_fc,fsce,ft_full; qs_base: "
-                   "default meta_rcnn,fsdetview,attention_rpn")
+                   "default meta_rcnn,fsdetview,attention_rpn,mpsr")
     p.add_argument("--shots", default="1,5,10")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps-per-shot", type=int, default=20, help="fine-tuning steps per shot (default 20)")

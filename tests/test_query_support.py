@@ -218,13 +218,15 @@ def test_query_support_config_errors(bccd):
 def test_stream_pairs_are_the_same_with_1_and_2_workers(bccd, ray_local):
     import threading
 
-    from fewray.platform.streaming import query_support_dataset
+    from fewray.data.detection.training import QuerySupportStepBuilder
+    from fewray.platform.streaming import detection_dataset
 
     root = bccd[0]
     opts = {"type": "QueryAwareDataset", "num_support_ways": 2, "num_support_shots": 1, "support_pipeline": MASK32}
 
     def rows(workers: int) -> dict[int, dict]:
-        ds = query_support_dataset(root, "train", "ALL_CLASSES", None, 2, 3, 0, 8, opts, min_size=64, max_size=96)
+        ds = detection_dataset(root, "train", "ALL_CLASSES", None, 2, 3, 0, 8, min_size=64, max_size=96,
+                               builder=QuerySupportStepBuilder, query_support=opts)
         got: dict[int, dict] = {}
 
         def take(it):
@@ -388,6 +390,7 @@ def test_user_supports_through_the_api_and_their_errors():
         process_support_images(meta, [img], ["fish"])
 
 
+@pytest.mark.slow  # a subprocess (~6 s of imports)
 def test_detect_supports_file_errors_are_one_line(tmp_path):
     from conftest import run_pipeline
 

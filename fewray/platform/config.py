@@ -78,6 +78,21 @@ class DataConfig(_Strict):
     novel_classes: str | list[str] = "NOVEL_CLASSES"
     few_shot: "FewShotConfig | None" = None
     query_support: "QuerySupportConfig | None" = None
+    mpsr: "MPSRDataConfig | None" = None
+
+
+class MPSRDataConfig(_Strict):
+    """MPSR's auxiliary crops (:mod:`fewray.data.detection.mpsr`): every step, one object of each query image
+    cropped with context and resized to each side of ``scales``.
+
+    Attributes:
+        scales (list[int]): the crops' sides in pixels (mmfewshot's MPSR: 32, 64, 128, 256, 512, 800); one per
+            ``model.rpn_select_levels`` entry.
+        context_ratio (float): context added to the box's long side (1 / 7).
+    """
+
+    scales: list[Annotated[int, Field(ge=8)]] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    context_ratio: float = Field(1.0 / 7.0, gt=0)
 
 
 class QuerySupportConfig(_Strict):

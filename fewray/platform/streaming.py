@@ -81,10 +81,14 @@ def multi_label_dataset(
 def detection_dataset(
     root: str, split: str, classes, few_shot: dict | None, batch_size: int, seed: int, start: int, stop: int,
     min_size: int = 288, max_size: int = 384, flip: bool = True, builder_cpus: float = 0.0,
+    builder: type | None = None, **builder_kwargs,
 ) -> "ray.data.Dataset":
     """A Ray Dataset of detection batches ``start..stop-1`` (one row per step: ``img`` uint8 ``(B, 3, S, S)``,
     ``img_hw``, ``boxes`` ``(B, M, 4)``, ``labels`` ``(B, M)``, ``image_id``; see
-    :class:`fewray.data.detection.training.DetectionStepBuilder`).
+    :class:`fewray.data.detection.training.DetectionStepBuilder`). ``builder``: another step builder of
+    :mod:`fewray.data.detection.training` with the same first arguments (``QuerySupportStepBuilder``: plus the
+    supports, ``query_support=``; ``MPSRStepBuilder``: plus the multi-scale crops, ``scales=``), its extra
+    arguments in ``builder_kwargs``.
 
     Example::
 
@@ -94,31 +98,9 @@ def detection_dataset(
     """
     from fewray.data.detection.training import DetectionStepBuilder
 
-    return _id_stream(start, stop, DetectionStepBuilder, builder_cpus, dict(
+    return _id_stream(start, stop, builder or DetectionStepBuilder, builder_cpus, dict(
         root=root, split=split, classes=classes, few_shot=few_shot, batch_size=batch_size, seed=seed,
-        min_size=min_size, max_size=max_size, flip=flip))
-
-
-def query_support_dataset(
-    root: str, split: str, classes, few_shot: dict | None, batch_size: int, seed: int, start: int, stop: int,
-    query_support: dict, min_size: int = 288, max_size: int = 384, flip: bool = True, builder_cpus: float = 0.0,
-) -> "ray.data.Dataset":
-    """A Ray Dataset of query-support rows ``start..stop-1``: a detection batch plus its supports (``support_img``
-    uint8 ``(G, W*K, C, T, T)``, ``support_labels``, ``query_class``, ``step``; see
-    :class:`fewray.data.detection.training.QuerySupportStepBuilder`).
-
-    Example::
-
-        >>> ds = query_support_dataset("data/coco_fsdet", "train", "BASE_CLASSES", None, 2, 0, 0, 100,
-        ...                            {"support_pipeline": [{"type": "GenerateMask", "target_size": 128}]})  # doctest: +SKIP
-        >>> next(ds.iter_batches(batch_size=1))["support_img"].shape                                    # doctest: +SKIP
-        (1, 1, 60, 4, 128, 128)
-    """
-    from fewray.data.detection.training import QuerySupportStepBuilder
-
-    return _id_stream(start, stop, QuerySupportStepBuilder, builder_cpus, dict(
-        root=root, split=split, classes=classes, few_shot=few_shot, batch_size=batch_size, seed=seed,
-        min_size=min_size, max_size=max_size, flip=flip, query_support=query_support))
+        min_size=min_size, max_size=max_size, flip=flip, **builder_kwargs))
 
 
 def _id_stream(start: int, stop: int, builder: type, builder_cpus: float, kwargs: dict) -> "ray.data.Dataset":

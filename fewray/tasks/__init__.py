@@ -16,18 +16,20 @@ task             batches (Ray Data)                                    models
                  by mAP on the val split's images
 ``detection``    detection batches (images + boxes) of a detection     FasterRCNN, TFA, FSCE
                  catalog, K-shot sets; validated by COCO AP
-``query_sup...`` ``query_support_detection``: detection batches with   MetaRCNN, FSDetView
+``query_sup...`` ``query_support_detection``: detection batches with   MetaRCNN, FSDetView, AttentionRPNDetector
                  support instances; validated after ``model_init``
+``mpsr_det...``  ``mpsr_detection``: detection batches with each       MPSR
+                 step's objects cropped at several scales
 ===============  ====================================================  ===========================================
 
 Example::
 
     >>> from fewray.tasks import TASKS
     >>> sorted(TASKS.list())
-    ['batches', 'detection', 'episodes', 'multi_label', 'multiview', 'query_support_detection']
+    ['batches', 'detection', 'episodes', 'mpsr_detection', 'multi_label', 'multiview', 'query_support_detection']
 """
 
 from fewray.tasks.base import TASKS, TrainingTask, task_for, task_for_class
-from fewray.tasks import detection, fewshot, multi_label, query_support, selfsup  # noqa: F401,E402  (registers the tasks)
+from fewray.tasks import detection, fewshot, mpsr, multi_label, query_support, selfsup  # noqa: F401,E402  (registers the tasks)
 
 __all__ = ["TASKS", "TrainingTask", "task_for", "task_for_class"]

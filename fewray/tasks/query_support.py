@@ -120,11 +120,13 @@ class QuerySupportDetectionTask(DetectionTask):
                               f"{channels}-channel supports ({'with' if channels == 4 else 'without'} GenerateMask)")
 
     def dataset(self, cfg, start, stop):
-        """Query-support rows ``start..stop-1`` (:func:`fewray.platform.streaming.query_support_dataset`)."""
-        from fewray.platform.streaming import query_support_dataset
+        """Query-support rows ``start..stop-1`` (:func:`fewray.platform.streaming.detection_dataset` with
+        :class:`~fewray.data.detection.training.QuerySupportStepBuilder`)."""
+        from fewray.data.detection.training import QuerySupportStepBuilder
+        from fewray.platform.streaming import detection_dataset
 
-        return query_support_dataset(start=start, stop=stop, query_support=query_support_section(cfg).dataset_options(),
-                                     **self.stream_args(cfg))
+        return detection_dataset(start=start, stop=stop, builder=QuerySupportStepBuilder,
+                                 query_support=query_support_section(cfg).dataset_options(), **self.stream_args(cfg))
 
     def check_data(self, cfg) -> None:
         """The detection task's checks, then the support sets: ways and shots against the training set.

@@ -5,6 +5,7 @@ config's classes (``data.classes``; labels re-indexed into them) and, with ``dat
 K-shot set (:func:`~fewray.data.detection.coco.take_shots`; sampled from ``(seed, K)``, or read from TFA's shot
 files). :class:`DetectionStepBuilder` is the Ray Data callable that turns step ids into batches of them
 (:class:`QuerySupportStepBuilder`: with their support instances, for the query-support detectors;
+:class:`MPSRStepBuilder`: with MPSR's multi-scale object crops;
 :func:`model_init_supports` the support images their ``model_init`` averages).
 :func:`eval_records` is the evaluation side: every image of a split with the annotations of the evaluated classes.
 """
@@ -197,3 +198,27 @@ def model_init_supports(root: str, classes: Any, few_shot: dict[str, Any] | None
     instances = support_set(records, len(model_classes(root, classes)), query_support.get("num_used_support_shots"))
     images = support_images(records, instances, build_support_pipeline(query_support["support_pipeline"]))
     return images, np.array([label for label, _, _ in instances], np.int64)
+
+
+class MPSRStepBuilder(DetectionStepBuilder):
+    """Ray Data callable class: step ids -> detection rows with MPSR's multi-scale object crops
+    (:class:`~fewray.data.detection.mpsr.MPSRBatchBuilder` over :func:`training_records`).
+
+    Args:
+        root, split, classes, few_shot, batch_size, seed, min_size, max_size, flip: as :class:`DetectionStepBuilder`.
+        scales (list[int]): the crops' sides. context_ratio (float): the crops' context.
+
+    Example::
+
+        >>> b = MPSRStepBuilder(example_catalog(), "train", "ALL_CLASSES", None, 2, 0, 64, 96, True, [16])
+        >>> b({"id": np.array([1])})["aux_img_0"].shape
+        (1, 2, 3, 16, 16)
+    """
+
+    def __init__(self, root: str, split: str, classes: Any, few_shot: dict[str, Any] | None, batch_size: int,
+                 seed: int, min_size: int, max_size: int, flip: bool, scales: list[int],
+                 context_ratio: float = 1.0 / 7.0) -> None:
+        from fewray.data.detection.mpsr import MPSRBatchBuilder
+
+        self.builder = MPSRBatchBuilder(training_records(root, split, classes, few_shot), batch_size, seed, min_size,
+                                        max_size, flip, scales, context_ratio)
