@@ -76,6 +76,7 @@ def test_finetune_and_maml_fan_out_with_worker_count_invariance(model_cfg, train
     assert one.accuracy_mean > 30.0  # adapting to the support set beats chance (20%)
 
 
+@pytest.mark.slow  # 17-37 s of Ray fan-out: kept out of the 3-minute "not slow" run
 def test_a_few_tasks_embed_only_their_images_with_the_same_accuracies(trained, omniglot_catalog, ray_local):
     labels = read_labels(str(omniglot_catalog), "val")
     assert task_images(labels, [(5, 1, 15, 0)], 300) is None  # most of the split: embed all of it

@@ -83,6 +83,7 @@ def test_register_load_and_metatest_registered_model(trained, omniglot_catalog, 
     assert {"plots/task_accuracy_hist_1shot.png", "plots/task_accuracy_hist_5shot.png"} <= hists
 
 
+@pytest.mark.slow  # 17-37 s of Ray fan-out: kept out of the 3-minute "not slow" run
 def test_bad_registered_model_name_fails_before_training():
     proc = run_pipeline("metatrain.py", "--config", str(CONFIG), "--register-model", "a/b", timeout=120)
     assert proc.returncode == 2

@@ -101,6 +101,7 @@ def test_loader_gives_the_catalogs_label_sets(coco_catalog):
     assert [np.flatnonzero(t).tolist() for t in data.targets] == rows and data.num_classes == 80
 
 
+@pytest.mark.slow  # 17-37 s of Ray fan-out: kept out of the 3-minute "not slow" run
 def test_batches_are_rebuilt_from_seed_and_batch_id(coco_catalog, ray_local):
     """Batch ``b`` depends on ``(seed, b)`` only: another builder (another worker) and the Ray Data stream resumed
     at batch 2 give the same images and targets; so 1 or 2 Ray Train workers (which share the ids of one stream

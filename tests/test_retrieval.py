@@ -235,6 +235,7 @@ def test_retrieval_configs_load_and_bad_keys_are_named():
 
 # ---- Ray fan-out ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # 17-37 s of Ray fan-out: kept out of the 3-minute "not slow" run
 def test_gallery_features_and_rankings_identical_with_one_and_two_workers(tiny_caltech, ray_local):
     from fewray.platform.retrieval import catalog_set, extract_features, rank_queries
 
