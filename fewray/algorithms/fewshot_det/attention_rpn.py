@@ -246,12 +246,20 @@ class AttentionRPNDetector(QuerySupportDetector):
         self._register_class_buffers(len(self.class_names))
         self.to(device)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # a checkpoint's kept supports are of its classes: with other class names they are dropped (model_init)
+    def adapt_state_dict(self, state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+        """``state`` with a checkpoint's kept supports replaced by this model's empty ones when their class count
+        differs (a checkpoint of other classes: ``model_init`` gives the new ones); called by fewray's checked
+        loading and by ``load_state_dict``."""
+        state = dict(state)
         for name in self.class_buffers:
             key = prefix + name
-            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
-                state_dict[key] = getattr(self, name).clone()
+            if key in state and state[key].shape != getattr(self, name).shape:
+                state[key] = getattr(self, name).clone()
+        return state
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.update(self.adapt_state_dict({k: state_dict[k] for k in state_dict if k.startswith(prefix)},
+                                                prefix))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def support_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,6 +103,8 @@ def load_state_checked(module: torch.nn.Module, state: Any, mismatch: str, not_a
     """
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise CheckpointError(not_a_state.format(type=type(state).__name__))
+    if hasattr(module, "adapt_state_dict"):  # e.g. Attention-RPN: kept supports of other classes are dropped
+        state = module.adapt_state_dict(state)
     problem = state_dict_mismatch(module.state_dict(), state)
     if problem:
         raise CheckpointError(f"{mismatch}: {problem}")
