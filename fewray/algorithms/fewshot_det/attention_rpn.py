@@ -284,13 +284,7 @@ class AttentionRPNDetector(QuerySupportDetector):
         Raises:
             ValueError: a label outside ``0..C-1`` (naming it); images not ``(N, 3, T, T)``.
         """
-        bad = [int(x) for x in labels.tolist() if not 0 <= int(x) < len(self.class_names)]
-        if bad:
-            raise ValueError(f"support label {bad[0]} is not a class of this detector (0..{len(self.class_names) - 1})")
-        was = self.training
-        self.eval()
-        parts = [self.support_features(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-        self.train(was)
+        parts = self.in_support_batches(self.support_features, images, labels, batch_size)
         kernels, rois = torch.cat([k for k, _ in parts]), torch.cat([r for _, r in parts])
         for buf in self.class_buffers:
             getattr(self, buf).zero_()

@@ -112,14 +112,25 @@ class QuerySupportDetector(FewShotFasterRCNN):
         Raises:
             ValueError: as :meth:`support_vectors`; a label outside ``0..C-1`` (naming it).
         """
+        vecs = torch.cat(self.in_support_batches(self.support_vectors, images, labels, batch_size))
+        return {int(c): vecs[labels == c].mean(0) for c in labels.unique().tolist()}
+
+    def in_support_batches(self, fn, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> list:
+        """``fn`` over ``images`` in batches of ``batch_size``, in eval mode (restored after), once the labels are
+        checked.
+
+        Raises:
+            ValueError: a label outside ``0..C-1`` (naming it).
+        """
         bad = [int(x) for x in labels.tolist() if not 0 <= int(x) < len(self.class_names)]
         if bad:
             raise ValueError(f"support label {bad[0]} is not a class of this detector (0..{len(self.class_names) - 1})")
         was = self.training
         self.eval()
-        vecs = torch.cat([self.support_vectors(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-        self.train(was)
-        return {int(c): vecs[labels == c].mean(0) for c in labels.unique().tolist()}
+        try:
+            return [fn(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        finally:
+            self.train(was)
 
     @torch.no_grad()
     def model_init(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 16) -> list[str]:
