@@ -99,6 +99,25 @@ def no_inherited_tracking_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+def split_rows(ds, workers: int, row) -> list:
+    """``row(batch)`` of every row of Ray Dataset ``ds`` read through Ray Data's real ``streaming_split(workers)``,
+    one thread per split, as Ray Train's workers read their shards (in the order the rows arrived)."""
+    import threading
+
+    got: list = []
+
+    def take(it):
+        for batch in it.iter_batches(batch_size=1):
+            got.append(row(batch))
+
+    threads = [threading.Thread(target=take, args=(s,)) for s in ds.streaming_split(workers, equal=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return got
+
+
 def tiny_config(catalog: Path, *extra: str):
     """The benchmark config with the tiny schedule, reading ``catalog``."""
     from fewray.platform.config import load_config

@@ -216,8 +216,7 @@ def test_query_support_config_errors(bccd):
 # ------------------------------------------------------------------------------------------------ Ray
 @pytest.mark.slow
 def test_stream_pairs_are_the_same_with_1_and_2_workers(bccd, ray_local):
-    import threading
-
+    from conftest import split_rows
     from fewray.data.detection.training import QuerySupportStepBuilder
     from fewray.platform.streaming import detection_dataset
 
@@ -227,19 +226,9 @@ def test_stream_pairs_are_the_same_with_1_and_2_workers(bccd, ray_local):
     def rows(workers: int) -> dict[int, dict]:
         ds = detection_dataset(root, "train", "ALL_CLASSES", None, 2, 3, 0, 8, min_size=64, max_size=96,
                                builder=QuerySupportStepBuilder, query_support=opts)
-        got: dict[int, dict] = {}
-
-        def take(it):
-            for batch in it.iter_batches(batch_size=1):
-                got[int(batch["step"][0])] = {k: batch[k][0] for k in ("support_img", "support_labels",
-                                                                        "query_class", "image_id", "labels")}
-
-        threads = [threading.Thread(target=take, args=(s,)) for s in ds.streaming_split(workers, equal=True)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return got
+        keys = ("support_img", "support_labels", "query_class", "image_id", "labels")
+        got = split_rows(ds, workers, lambda batch: (int(batch["step"][0]), {k: batch[k][0] for k in keys}))
+        return dict(got)
 
     one, two = rows(1), rows(2)
     assert sorted(one) == sorted(two) == list(range(8))

@@ -10,6 +10,10 @@ Episodic (ProtoNet, MatchingNet, RelationNet, MAML, MetaBaseline): one row per e
 - ``support_img`` ``(N*K, C, H, W)`` uint8, ``support_label`` ``(N*K,)`` int64
 - ``query_img`` ``(N*Q, C, H, W)`` uint8, ``query_label`` ``(N*Q,)`` int64
 
+or, for meta-batches (``train.meta_batch_size``: a worker's share of a meta-update is ``k > 1`` tasks), one row per
+``k`` consecutive episodes ``row*k .. row*k+k-1``: ``episode_id`` ``(k,)`` and every other column with a leading
+``k`` (``support_img`` ``(k, N*K, C, H, W)``, ...).
+
 Plain batches (Baseline, Baseline++, NegMargin, ArcFace pre-training on all base classes): one shuffled labelled
 batch per row:
 
@@ -31,24 +35,31 @@ from fewray.data.transforms import Augmenter
 
 
 class EpisodeBuilder:
-    """Ray Data callable class: episode ids -> episode image and label arrays.
+    """Ray Data callable class: row ids -> episode image and label arrays.
 
     Args:
         root (str): catalog directory; split (str): catalog split; channels (int): 1 or 3;
         ways, shots, queries (int): the episode shape; seed (int): episode seed;
-        augment (str): training augmentation preset; image_size (int): its output side.
+        augment (str): training augmentation preset; image_size (int): its output side;
+        tasks_per_row (int): 1: row ``i`` is episode ``i`` (columns as in the module docstring); ``k > 1``: row
+            ``i`` stacks episodes ``i*k .. i*k+k-1`` (a leading ``(k,)`` on every column). Default 1.
+
+    Raises:
+        ValueError: ``tasks_per_row < 1``.
     """
 
     def __init__(self, root: str, split: str, channels: int, ways: int, shots: int, queries: int, seed: int,
-                 augment: str = "none", image_size: int = 28) -> None:
+                 augment: str = "none", image_size: int = 28, tasks_per_row: int = 1) -> None:
+        if tasks_per_row < 1:
+            raise ValueError(f"tasks_per_row must be >= 1, got {tasks_per_row}")
         data = load_split(root, split, channels)
         self.images = data.images
         self.sampler = EpisodicSampler(data.labels, ways, shots, queries, seed, split)
         self.augment = Augmenter(augment, image_size, seed)
+        self.tasks_per_row = tasks_per_row
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Build the episodes of ``batch['id']``."""
-        eps = [self.sampler.episode(int(i)) for i in batch["id"]]
+    def _episodes(self, ids: list[int]) -> dict[str, np.ndarray]:
+        eps = [self.sampler.episode(i) for i in ids]
         return {
             "episode_id": np.array([e.episode_id for e in eps], dtype=np.int64),
             "support_img": np.stack([self.augment(self.images[e.support_idx], 2 * e.episode_id) for e in eps]),
@@ -56,6 +67,14 @@ class EpisodeBuilder:
             "query_img": np.stack([self.augment(self.images[e.query_idx], 2 * e.episode_id + 1) for e in eps]),
             "query_label": np.stack([e.query_label for e in eps]),
         }
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Build the rows of ``batch['id']``."""
+        k = self.tasks_per_row
+        if k == 1:
+            return self._episodes([int(i) for i in batch["id"]])
+        rows = [self._episodes(list(range(int(i) * k, int(i) * k + k))) for i in batch["id"]]
+        return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
 
 class BatchBuilder:

@@ -226,7 +226,12 @@ class TrainConfig(EpisodeConfig):
             models pre-trained on plain batches (Baseline, Baseline++, NegMargin).
         batch_size (int): labelled images per worker per step for models pre-trained on plain batches of
             all base classes (``train_on_batches``: Baseline, Baseline++, NegMargin). Default 128.
-        num_steps (int): optimizer steps (one episode per worker per step).
+        num_steps (int): optimizer steps (meta-updates: ``meta_batch_size`` episodes per step, one per worker by
+            default).
+        meta_batch_size (int | None): episodes per meta-update (MAML's meta-batch: Finn et al. use 32 on Omniglot
+            5-way); their losses are averaged before one optimizer step, and the ``num_workers`` DDP ranks take
+            ``meta_batch_size / num_workers`` each (it must divide). None: one episode per worker per step (the
+            meta-batch is ``num_workers``). Episodic training only.
         val_interval (int): steps between meta-validations (and checkpoints).
         log_interval (int): steps between logged training metrics.
         num_workers (int): Ray Train workers (DDP ranks).
@@ -249,6 +254,7 @@ class TrainConfig(EpisodeConfig):
     queries: int = Field(5, ge=1)
     batch_size: int = Field(128, ge=1)
     num_steps: int = Field(5000, ge=1)
+    meta_batch_size: int | None = Field(None, ge=1)
     val_interval: int = Field(500, ge=1)
     log_interval: int = Field(50, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -261,6 +267,18 @@ class TrainConfig(EpisodeConfig):
     max_failures: int = Field(0, ge=-1)
     resource_wait_s: float = Field(0.0, ge=0)
     hooks: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_meta_batch(self) -> "TrainConfig":
+        if self.meta_batch_size is not None and self.meta_batch_size % self.num_workers:
+            raise ConfigError(f"train.meta_batch_size ({self.meta_batch_size}) must be a multiple of "
+                              f"train.num_workers ({self.num_workers}): each DDP rank takes an equal share")
+        return self
+
+    @property
+    def tasks_per_worker(self) -> int:
+        """Episodes each DDP rank takes per step: ``meta_batch_size / num_workers`` (1 without a meta-batch)."""
+        return 1 if self.meta_batch_size is None else self.meta_batch_size // self.num_workers
 
 
 class EvalConfig(EpisodeConfig):
@@ -477,6 +495,9 @@ class ExperimentConfig(_Strict):
 
         task = task_for(self)
         check_validation_metric(self.val.metric, "val.metric", task.val_metrics, task.val_name)
+        if self.train.meta_batch_size is not None and not getattr(task, "meta_batches", False):
+            raise ConfigError(f"train.meta_batch_size applies to episodic meta-training; {self.model.type} trains on "
+                              f"its task's own batches (train.batch_size)")
         if self.tune is not None:  # a sweep optimises a metric its trials' validation reports
             check_validation_metric(self.tune.metric, "tune.metric", task.val_metrics, task.val_name)
         return self

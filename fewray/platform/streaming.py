@@ -30,8 +30,10 @@ def episode_dataset(
     builder_cpus: float = 0.0,
     augment: str = "none",
     image_size: int = 28,
+    tasks_per_row: int = 1,
 ) -> "ray.data.Dataset":
-    """A Ray Dataset of episodes ``start..stop-1`` (one row per episode, see the module docstring).
+    """A Ray Dataset of rows ``start..stop-1``: one episode per row, or ``tasks_per_row`` consecutive episodes
+    stacked (a worker's share of a meta-batch; :class:`~fewray.data.builders.EpisodeBuilder`).
 
     Args:
         builder_cpus (float): CPUs reserved by the builder actor. Default 0: gathering an episode is
@@ -40,7 +42,7 @@ def episode_dataset(
     """
     return _id_stream(start, stop, EpisodeBuilder, builder_cpus, dict(
         root=root, split=split, channels=channels, ways=ways, shots=shots, queries=queries, seed=seed,
-        augment=augment, image_size=image_size))
+        augment=augment, image_size=image_size, tasks_per_row=tasks_per_row))
 
 
 def batch_dataset(

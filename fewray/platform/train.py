@@ -174,10 +174,11 @@ class _LossMeter:
         for key, value in scalars.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
 
-    def flush(self, world: int, rate_name: str, lr: float) -> dict[str, float]:
-        """The means since the last flush, ``lr`` and the rate; starts a new window."""
+    def flush(self, per_step: int, rate_name: str, lr: float) -> dict[str, float]:
+        """The means since the last flush, ``lr`` and the rate (``per_step`` items of all workers per step); starts a
+        new window."""
         out = {**{k: v / self.seen for k, v in self.sums.items()}, "lr": lr,
-               rate_name: self.seen * world / (time.perf_counter() - self.t0)}
+               rate_name: self.seen * per_step / (time.perf_counter() - self.t0)}
         self.last_loss = self.sums.get("loss", 0.0) / max(self.seen, 1)
         self.sums, self.seen, self.t0 = {}, 0, time.perf_counter()
         return out
@@ -221,7 +222,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     cfg = config_from_dict(loop_cfg["config"])
     tc = cfg.train
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    rank = ctx.get_world_rank()
     torch.set_num_threads(tc.torch_threads or tc.cpus_per_worker)
     torch.manual_seed(cfg.seed * 1000 + rank)
     device = ray.train.torch.get_device()
@@ -269,7 +270,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         step += 1
         meter.add(scalars)
         if step % tc.log_interval == 0:
-            means = meter.flush(world, task.rate_name, scheduler.get_last_lr()[0])
+            means = meter.flush(task.items_per_step(cfg), task.rate_name, scheduler.get_last_lr()[0])
             if logger:
                 logger.log(means, step)
                 logger.flush()

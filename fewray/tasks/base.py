@@ -44,6 +44,11 @@ class TrainingTask:
         so that any worker count and any resume point see the same batches."""
         raise NotImplementedError
 
+    def items_per_step(self, cfg: "ExperimentConfig") -> int:
+        """What one optimizer step of all workers consumes, in the unit of :attr:`rate_name` (default: one row per
+        worker, ``train.num_workers``)."""
+        return cfg.train.num_workers
+
     def resolve_config(self, cfg: "ExperimentConfig") -> "ExperimentConfig":
         """``cfg`` with what the task derives from the data filled in before training (the detection task:
         ``model.class_names`` from ``data.classes``); default: ``cfg`` as it is."""

@@ -27,9 +27,15 @@ def _float(img):
 @TASKS.register(name="episodes")
 class EpisodesTask(TrainingTask):
     """N-way K-shot Q-query training episodes: ``model(mode="train", support_img, support_label, query_img,
-    query_label)`` (mmfewshot's meta-training)."""
+    query_label)`` (mmfewshot's meta-training); with ``train.meta_batch_size`` each rank's share of a meta-batch
+    stacked: ``support_img (k, N*K, C, H, W)``, ... (``k = meta_batch_size / num_workers``)."""
 
     rate_name = "episodes_per_second"
+    meta_batches = True
+
+    def items_per_step(self, cfg) -> int:
+        """Episodes of one optimizer step over all workers (the meta-batch)."""
+        return cfg.train.tasks_per_worker * cfg.train.num_workers
 
     def dataset(self, cfg, start, stop):
         """Episodes ``start..stop-1`` of the train split (:func:`fewray.platform.streaming.episode_dataset`)."""
@@ -37,7 +43,8 @@ class EpisodesTask(TrainingTask):
 
         t, d = cfg.train, cfg.data
         return episode_dataset(d.root, "train", d.channels, t.ways, t.shots, t.queries, cfg.seed, start=start,
-                               stop=stop, augment=d.augment, image_size=d.image_size)
+                               stop=stop, augment=d.augment, image_size=d.image_size,
+                               tasks_per_row=t.tasks_per_worker)
 
     def check_data(self, cfg) -> None:
         """The train split must serve ``train.ways``-way ``train.shots + train.queries``-image episodes.
@@ -52,7 +59,7 @@ class EpisodesTask(TrainingTask):
         EpisodicSampler(read_labels(cfg.data.root, "train"), t.ways, t.shots, t.queries, cfg.seed, "train")
 
     def model_inputs(self, batch) -> dict[str, Any]:
-        """Support and query images (floats in [0, 1]) and labels of one episode."""
+        """Support and query images (floats in [0, 1]) and labels of one episode, or of ``k`` stacked."""
         return {"support_img": _float(batch["support_img"][0]), "support_label": batch["support_label"][0],
                 "query_img": _float(batch["query_img"][0]), "query_label": batch["query_label"][0]}
 

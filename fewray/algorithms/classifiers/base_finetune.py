@@ -26,6 +26,12 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _check_task_batching(mode: str) -> str:
+    if mode not in ("auto", "loop", "vmap"):
+        raise ConfigError(f"unknown task_batching '{mode}' (one of auto, loop, vmap; config key model.task_batching)")
+    return mode
+
+
 def _batch_order(m: int, batch_size: int, steps: int, generator: torch.Generator | None) -> list[torch.Tensor]:
     """The mini-batch indices of :func:`finetune_head`'s ``steps`` steps over ``m`` support samples."""
     b = max(1, min(batch_size, m))
@@ -151,6 +157,10 @@ class BaseFinetuneClassifier(BaseMetricClassifier):
         finetune_weight_decay (float): weight decay. Default 0.001.
         finetune_batch_size (int): support mini-batch size. Default 4.
         finetune_seed (int): seed of each task's head initialisation and batch order. Default 0.
+        task_batching (str): how :meth:`forward_tasks` runs the tasks of a chunk: ``vmap`` (all heads fine-tuned
+            in one vectorised computation), ``loop`` (the per-task protocol, one after the other) or ``auto``
+            (``vmap`` on every device: on these CPUs it measured far faster, ``benchmarks/maml_speed.py``); the
+            same scores either way. Also a ``meta_test_cfg`` key. Default ``auto``.
 
     Raises:
         TypeError: ``head`` is not a :class:`BaseFinetuneHead`; ConfigError: a bad ``meta_test_head``; ValueError: ``forward(mode='train')`` given an
@@ -173,8 +183,10 @@ class BaseFinetuneClassifier(BaseMetricClassifier):
         finetune_weight_decay: float = 0.001,
         finetune_batch_size: int = 4,
         finetune_seed: int = 0,
+        task_batching: str = "auto",
     ) -> None:
         super().__init__(backbone, head)
+        self.task_batching = _check_task_batching(task_batching)
         if not isinstance(head, BaseFinetuneHead):
             raise TypeError(f"{type(self).__name__} needs a fine-tune head (LinearHead, CosineDistanceHead, "
                             f"NegMarginHead), got {type(head).__name__}")
@@ -216,8 +228,12 @@ class BaseFinetuneClassifier(BaseMetricClassifier):
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         for k, v in (meta_test_cfg or {}).items():
+            if k == "task_batching":
+                self.task_batching = _check_task_batching(str(v))
+                continue
             if k not in FINETUNE_DEFAULTS:
-                raise ValueError(f"unknown meta_test_cfg key '{k}' (known: {', '.join(FINETUNE_DEFAULTS)})")
+                raise ValueError(f"unknown meta_test_cfg key '{k}' (known: {', '.join(FINETUNE_DEFAULTS)}, "
+                                 f"task_batching)")
             self.finetune_cfg[k] = type(FINETUNE_DEFAULTS[k])(v)
 
     def new_task_head(self, num_classes: int) -> BaseFinetuneHead:
@@ -272,12 +288,21 @@ class BaseFinetuneClassifier(BaseMetricClassifier):
         self, support_feats: torch.Tensor, support_labels: torch.Tensor, query_feats: torch.Tensor, num_classes: int
     ) -> torch.Tensor:
         """Scores ``(T, Q, N)`` of ``T`` tasks on frozen features: one head per task, all fine-tuned together
-        (:func:`finetune_heads_batched`); the same scores as the per-task protocol.
+        (:func:`finetune_heads_batched`, ``task_batching`` ``vmap`` / ``auto``) or by the per-task protocol one
+        after the other (``loop``); the same scores either way.
 
         Args:
             support_feats: ``(T, N*K, D)``; support_labels: ``(T, N*K)`` in ``0..N-1``;
             query_feats: ``(T, Q, D)``; num_classes: N.
         """
+        if self.task_batching == "loop":
+            scores = []
+            for sf, sl, qf in zip(support_feats, support_labels, query_feats):
+                self.before_forward_support()
+                self.forward_support(label=sl, feats=sf)
+                self.before_forward_query(num_classes)
+                scores.append(self.forward_query(feats=qf))
+            return torch.stack(scores)
         head, gen = self._initial_task_head(num_classes)
         head = head.to(support_feats.device)
         c = self.finetune_cfg

@@ -18,7 +18,9 @@ class BaseMetricClassifier(nn.Module):
 
     ``forward(mode=...)``:
         - ``'train'``: ``support_img (N*K, C, H, W)``, ``support_label (N*K,)``, ``query_img``,
-          ``query_label`` -> ``{"loss", "accuracy"}``; one backbone pass over support and query.
+          ``query_label`` -> ``{"loss", "accuracy"}``; one backbone pass over support and query. With a leading
+          task dimension (``support_img (T, N*K, C, H, W)``, ...: a meta-batch) the means over the ``T`` episodes
+          (:meth:`forward_train_tasks`).
         - ``'extract'``: ``img`` -> features ``(N, D)``.
         - ``'support'``: ``img`` or ``feats`` with ``label`` -> stores the support set.
         - ``'query'``: ``img`` or ``feats`` -> scores ``(Q, N)``.
@@ -46,6 +48,8 @@ class BaseMetricClassifier(nn.Module):
     def forward(self, mode: str = "train", **kwargs: Any) -> Any:
         """Dispatch on ``mode`` (see the class docstring)."""
         if mode == "train":
+            if kwargs.get("support_img") is not None and kwargs["support_img"].dim() == 5:
+                return self.forward_train_tasks(**kwargs)
             return self.forward_train(**kwargs)
         if mode == "extract":
             return self.extract_feat(kwargs["img"])
@@ -66,6 +70,17 @@ class BaseMetricClassifier(nn.Module):
         feats = self.extract_feat(torch.cat([support_img, query_img]))
         n_support = support_img.shape[0]
         return self.head.forward_train(feats[:n_support], support_label, feats[n_support:], query_label)
+
+    def forward_train_tasks(
+        self, support_img: torch.Tensor, support_label: torch.Tensor, query_img: torch.Tensor,
+        query_label: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """A meta-batch of ``T`` episodes (``support_img (T, M, C, H, W)``, labels ``(T, M)``, ``query_img
+        (T, Q, C, H, W)``, ``(T, Q)``): each output (loss, accuracy) is the mean over the episodes of
+        :meth:`forward_train`'s. (MAML computes its meta-batches itself, looped or vectorised.)"""
+        outs = [self.forward_train(s, sl, q, ql) for s, sl, q, ql in zip(support_img, support_label, query_img,
+                                                                         query_label)]
+        return {k: torch.stack([o[k] for o in outs]).mean() for k in outs[0]}
 
     def before_meta_test(self, meta_test_cfg: Any = None) -> None:
         """Prepare for meta-test: evaluation mode (frozen batch-norm statistics)."""
