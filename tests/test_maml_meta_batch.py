@@ -219,5 +219,7 @@ def test_maml_meta_batches_train_with_2_ddp_workers_and_log_tasks_per_second(omn
     rates = client.get_metric_history(res["mlflow_run_id"], "episodes_per_second")
     losses = client.get_metric_history(res["mlflow_run_id"], "loss")
     assert [m.step for m in rates] == [3, 6] and all(m.value > 0 for m in rates)
+    seen = client.get_metric_history(res["mlflow_run_id"], "episodes_seen")
+    assert [(m.step, m.value) for m in seen] == [(3, 12.0), (6, 24.0)]  # steps x the meta-batch of 4
     assert all(np.isfinite(m.value) for m in losses)
     assert 0.0 <= res["best_val_accuracy_mean"] <= 100.0

@@ -44,7 +44,7 @@ def test_one_and_two_workers_give_identical_accuracy(trained, omniglot_catalog, 
     assert one.accuracy_mean > 50.0
 
 
-@pytest.mark.slow  # 20 + 8 s: the not-slow run stays under 3 minutes
+@pytest.mark.slow  # 20 + 8 s (before loop / vmap): the not-slow run stays under 3 minutes
 @pytest.mark.parametrize(
     "model_cfg",
     [
@@ -66,13 +66,16 @@ def test_finetune_and_maml_fan_out_with_worker_count_invariance(model_cfg, train
     state = build_classifier(model_cfg).state_dict()  # a random head on the trained ProtoNet's Conv4
     proto = load_checkpoint(trained["best_checkpoint"])["model"]
     state.update({k: v for k, v in proto.items() if k.startswith("backbone.")})
-    common = dict(model=ModelSpec(model_cfg, state), data=SplitSpec(str(omniglot_catalog), "val", 1),
-                  episodes=EpisodeSpec(ways=5, shots=1, queries=5, num_tasks=24, seed=0), batch_size=1024)
-    one = run_metatest(**common, num_workers=1)
-    two = run_metatest(**common, num_workers=2)
+    common = dict(data=SplitSpec(str(omniglot_catalog), "val", 1), batch_size=1024,
+                  episodes=EpisodeSpec(ways=5, shots=1, queries=5, num_tasks=24, seed=0))
+    # the tasks of each chunk looped or vectorised (model.task_batching), over 1 or 2 Ray tasks: the same accuracies
+    runs = {(b, w): run_metatest(model=ModelSpec({**model_cfg, "task_batching": b}, state), **common, num_workers=w)
+            for b in ("loop", "vmap") for w in (1, 2)}
+    one = runs["loop", 1]
     assert sorted(one.task_accuracies) == list(range(24))
-    assert one.task_accuracies == two.task_accuracies
-    assert one.accuracy_mean == two.accuracy_mean and one.ci95 == two.ci95
+    for key, run in runs.items():
+        assert run.task_accuracies == one.task_accuracies, key
+        assert run.accuracy_mean == one.accuracy_mean and run.ci95 == one.ci95, key
     assert one.accuracy_mean > 30.0  # adapting to the support set beats chance (20%)
 
 

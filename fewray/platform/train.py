@@ -271,6 +271,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         meter.add(scalars)
         if step % tc.log_interval == 0:
             means = meter.flush(task.items_per_step(cfg), task.rate_name, scheduler.get_last_lr()[0])
+            # what training has seen so far (e.g. episodes_seen: steps x meta-batch), an x-axis for the curves
+            means[task.rate_name.replace("_per_second", "_seen")] = step * task.items_per_step(cfg)
             if logger:
                 logger.log(means, step)
                 logger.flush()
