@@ -43,7 +43,7 @@ def test_auxiliary_losses_by_hand_and_the_test_path_is_faster_rcnn():
     det = _mpsr(rpn_select_levels=[0, 1], roi_select_levels=[0, 0]).eval()
     aux = [torch.rand(2, 3, 64, 64), torch.rand(2, 3, 128, 128)]
     labels = torch.tensor([1, 0])
-    got = det.auxiliary_losses(aux, labels)
+    got = det.auxiliary_losses(aux, labels, num_images=2)
     objectness, logits = [], []
     for images, r in zip(aux, (0, 1)):
         feats = list(det.backbone(images).values())
@@ -52,8 +52,10 @@ def test_auxiliary_losses_by_hand_and_the_test_path_is_faster_rcnn():
         logits.append(det.roi_heads.box_predictor.classify(det.roi_heads.box_head(F.adaptive_avg_pool2d(feats[0], 7))))
     obj = torch.cat(objectness)
     assert obj.numel() == 2 * 3 * 2 * 2 * 2  # images x anchors x centre cells x scales
-    assert torch.allclose(got["loss_rpn_cls_auxiliary"], F.softplus(-obj).mean(), atol=1e-6)
-    assert torch.allclose(got["loss_cls_auxiliary"], F.cross_entropy(torch.cat(logits), torch.tensor([2, 1, 2, 1])))
+    # mmfewshot's normalisation: summed over the crops' anchors, divided by them plus the main RPN's 2 x 256 samples
+    assert torch.allclose(got["loss_rpn_cls_auxiliary"], F.softplus(-obj).sum() / (2 * 256 + 48), atol=1e-6)
+    assert torch.allclose(got["loss_cls_auxiliary"],
+                          0.1 * F.cross_entropy(torch.cat(logits), torch.tensor([2, 1, 2, 1])))
     frcn = build_classifier({"type": "FasterRCNN", "backbone": LITE, "class_names": ["a", "b"], "min_size": 64,
                              "max_size": 96, "neck": {"out_channels": 8}})
     frcn.load_state_dict(det.state_dict())

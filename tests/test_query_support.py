@@ -357,6 +357,21 @@ def test_attention_rpn_starts_from_a_faster_rcnn_base(tmp_path):
                        base.state_dict()["backbone.fpn.layer_blocks.0.0.weight"])
 
 
+def test_attention_rpn_fine_tunes_from_its_own_base_of_fewer_classes(tmp_path):
+    """The benchmark's K-shot step: an Attention-RPN base of 2 classes (supports kept) into a 3-class detector; its
+    kept supports are not inherited (model_init fills them), every weight is."""
+    base = _arpn(classes=("a", "b"))
+    base.model_init(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+    path = tmp_path / "arpn_base.pt"
+    torch.save({"model": base.state_dict(), "config": {"model": {"type": "AttentionRPNDetector",
+                                                                "class_names": ["a", "b"]}}}, path)
+    det = _arpn(classes=("a", "b", "c"), init_from=str(path), surgery="randinit")
+    assert det.class_kernels.shape[0] == 3 and det.class_ready.tolist() == [False, False, False]
+    assert det.class_kernels.abs().sum() == 0
+    assert torch.equal(det.state_dict()["rpn.head.cls_logits.weight"], base.state_dict()["rpn.head.cls_logits.weight"])
+    assert det.model_init(torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])) == ["a", "b", "c"]
+
+
 def test_user_supports_through_the_api_and_their_errors():
     from fewray.apis.detection import inference_detector, process_support_images
 

@@ -213,6 +213,8 @@ class AttentionRPNDetector(QuerySupportDetector):
     class_buffers = ("class_kernels", "class_rois", "class_ready")
     #: from a Faster R-CNN base checkpoint: backbone, FPN and RPN load, the multi-relation head starts fresh
     fresh_modules = ("roi_heads.box_predictor.", *class_buffers)
+    #: a base detector's kept supports (its base classes) are not the fine-tuned detector's: model_init fills them
+    not_inherited = class_buffers
 
     def __init__(self, *args: Any, local_correlation: bool = True, global_relation: bool = True,
                  support_channels: int = 3, **kwargs: Any) -> None:

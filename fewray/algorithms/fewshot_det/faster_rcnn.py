@@ -134,6 +134,8 @@ class FewShotFasterRCNN(FasterRCNN):
     roi_heads_class: Any = None  # FSCE: its ContrastiveRoIHead
     #: key fragments of modules a base checkpoint may lack (kept as initialised by the surgery)
     fresh_modules: tuple[str, ...] = ()
+    #: state keys ``init_from`` never copies (kept supports of another class set: ``model_init`` recomputes them)
+    not_inherited: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -207,9 +209,11 @@ class FewShotFasterRCNN(FasterRCNN):
 
     def _init_by_surgery(self, init_from: str, method: str, init_from_novel: str | None) -> None:
         base, base_classes = load_detector_checkpoint(init_from, "model.init_from")
+        base = {k: v for k, v in base.items() if not k.startswith(self.not_inherited)}
         novel = novel_classes = None
         if init_from_novel is not None:
             novel, novel_classes = load_detector_checkpoint(init_from_novel, "model.init_from_novel")
+            novel = {k: v for k, v in novel.items() if not k.startswith(self.not_inherited)}
         try:
             state, self.surgery_copied = apply_surgery(self.state_dict(), self.class_names, base, base_classes,
                                                        method, novel, novel_classes, self.fresh_modules)

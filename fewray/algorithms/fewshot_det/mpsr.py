@@ -7,9 +7,16 @@ scales (:mod:`fewray.data.detection.mpsr`), and trains on them as extra positive
 
 - RPN: each scale's crop goes through the backbone and FPN; on the pyramid level ``rpn_select_levels[k]`` chosen
   for that scale, the anchors of the map's centre (a 3-cell border dropped, as mmfewshot) are all objects: a
-  binary cross-entropy of their objectness towards 1 (``loss_rpn_cls_auxiliary``);
+  binary cross-entropy of their objectness towards 1 (``loss_rpn_cls_auxiliary``), summed and normalised, as
+  mmfewshot's ``TwoBranchRPNHead``, by the main RPN's sampled anchors plus the auxiliary ones (so the crops weigh
+  as extra samples of the RPN's batch, not as a second loss of their own);
 - RoI head: the level ``roi_select_levels[k]``'s whole map, pooled to the RoI size, through the shared FCs and the
-  classifier: cross-entropy towards the object's class (``loss_cls_auxiliary``).
+  classifier: cross-entropy towards the object's class (``loss_cls_auxiliary``), weighted 0.1 (mmfewshot's
+  ``TwoBranchBBoxHead.auxiliary_loss_weight``).
+
+With both weights at 1.0 and each loss a mean of its own, a first version let the crops' 60-way classification (at
+chance, cross-entropy ~4) outweigh the detector's losses ten to one; its base training on the COCO images of
+../shared/data fell from the Faster R-CNN base's BASE AP 1.28 to 0.00 (AP50 0.04) in 1000 steps.
 
 Testing is the plain Faster R-CNN: the auxiliary branch only shapes the features in training.
 """
@@ -34,8 +41,9 @@ class MPSR(FewShotFasterRCNN):
     Args:
         rpn_select_levels (list[int]): per auxiliary scale, the pyramid level (0 = the finest) its RPN loss uses.
         roi_select_levels (list[int]): per auxiliary scale, the level its RoI loss pools (same length).
-        aux_rpn_weight, aux_roi_weight (float): the two auxiliary losses' weights. Default 1.0 (mmfewshot's
-            configs weigh them through the shared loss normalisation).
+        aux_rpn_weight (float): the auxiliary objectness loss's weight on top of the shared normalisation (module
+            docstring). Default 1.0 (mmfewshot's).
+        aux_roi_weight (float): the auxiliary classification loss's weight. Default 0.1 (mmfewshot's).
         Others: :class:`FewShotFasterRCNN`'s (``init_from`` / ``surgery`` for fine-tuning).
 
     Training: ``model(mode="train", images, targets, aux_images=[(B, 3, s_k, s_k) floats in [0, 1] per scale],
@@ -63,7 +71,7 @@ class MPSR(FewShotFasterRCNN):
 
     def __init__(self, *args: Any, rpn_select_levels: list[int] | None = None,
                  roi_select_levels: list[int] | None = None, aux_rpn_weight: float = 1.0,
-                 aux_roi_weight: float = 1.0, **kwargs: Any) -> None:
+                 aux_roi_weight: float = 0.1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rpn_select_levels = list(rpn_select_levels or [0, 1, 2])
         self.roi_select_levels = list(roi_select_levels or [0, 0, 0])
@@ -77,10 +85,12 @@ class MPSR(FewShotFasterRCNN):
         self.level_names = levels
         self.aux_rpn_weight, self.aux_roi_weight = float(aux_rpn_weight), float(aux_roi_weight)
 
-    def auxiliary_losses(self, aux_images: list[torch.Tensor], aux_labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def auxiliary_losses(self, aux_images: list[torch.Tensor], aux_labels: torch.Tensor,
+                         num_images: int = 1) -> dict[str, torch.Tensor]:
         """``{"loss_rpn_cls_auxiliary", "loss_cls_auxiliary"}`` of the multi-scale crops (module docstring): the
-        objectness cross-entropy averaged over every selected anchor of every scale, the classification
-        cross-entropy over every crop of every scale.
+        objectness cross-entropy summed over every selected anchor of every scale and divided by those anchors
+        plus the main RPN's samples (``rpn.batch_size_per_image`` x ``num_images``, the query images of the step),
+        the classification cross-entropy averaged over every crop of every scale.
 
         Raises:
             ValueError: not one image batch per select level.
@@ -99,7 +109,8 @@ class MPSR(FewShotFasterRCNN):
             pooled = F.adaptive_avg_pool2d(feats[q], size)
             class_logits.append(self.roi_heads.box_predictor.classify(self.roi_heads.box_head(pooled)))
         obj = torch.cat(objectness)
-        rpn = F.binary_cross_entropy_with_logits(obj, torch.ones_like(obj))
+        samples = self.rpn.fg_bg_sampler.batch_size_per_image * int(num_images) + obj.numel()
+        rpn = F.binary_cross_entropy_with_logits(obj, torch.ones_like(obj), reduction="sum") / samples
         cls = F.cross_entropy(torch.cat(class_logits), (aux_labels + 1).repeat(len(aux_images)))
         return {"loss_rpn_cls_auxiliary": self.aux_rpn_weight * rpn, "loss_cls_auxiliary": self.aux_roi_weight * cls}
 
@@ -107,5 +118,5 @@ class MPSR(FewShotFasterRCNN):
         """:class:`FewShotFasterRCNN`'s, plus the auxiliary losses in ``mode="train"`` when ``aux_images`` are given."""
         out = super().forward(images, targets, mode)
         if mode == "train" and aux_images is not None:
-            out.update(self.auxiliary_losses(aux_images, aux_labels))
+            out.update(self.auxiliary_losses(aux_images, aux_labels, num_images=len(images)))
         return out
