@@ -172,18 +172,21 @@ class MAML(BaseMetricClassifier):
         return self._logits(self._adapt(params, s_img, s_label, steps, lr, first_order), q_img)
 
     def task_logits(self, support_img: torch.Tensor, support_label: torch.Tensor, query_img: torch.Tensor,
-                    steps: int, lr: float, first_order: bool, batching: str | None = None) -> torch.Tensor:
+                    steps: int, lr: float, first_order: bool, batching: str | None = None,
+                    meta_gradient: bool = True) -> torch.Tensor:
         """Query logits ``(T, Q, N)`` of ``T`` tasks, each adapted from the model's weights on its support set.
 
         Args:
             support_img: ``(T, M, C, H, W)``; support_label: ``(T, M)`` in ``0..N-1``; query_img: ``(T, Q, C, H, W)``.
             steps, lr: inner SGD steps and learning rate; first_order: drop the second-order terms.
             batching: ``loop``, ``vmap`` or ``auto``; None: the model's ``task_batching``.
-
-        The logits keep the graph to the model's parameters (the meta-gradient) when grad is enabled.
+            meta_gradient: keep the graph from the logits to the model's parameters (training). False (meta-test):
+                the adaptation starts from detached weights, so no outer graph is recorded. Default True.
         """
         mode = resolve_task_batching(batching or self.task_batching, support_img.device)
         params = trainable_params(self)
+        if not meta_gradient:
+            params = {k: v.detach() for k, v in params.items()}
         # vmap: batch-norm from plain operations (the fused kernel's batched double backward is wrong)
         with batch_norm_batch_stats(self, from_primitives=mode == "vmap"):
             if mode == "loop":
@@ -257,7 +260,7 @@ class MAML(BaseMetricClassifier):
         self._check_labels(support_labels)
         with torch.enable_grad():
             logits = self.task_logits(support_feats, support_labels, query_feats, self.test_num_inner_steps,
-                                      self.test_inner_lr, first_order=True)
+                                      self.test_inner_lr, first_order=True, meta_gradient=False)
         return logits.detach()
 
     def before_forward_support(self) -> None:
