@@ -48,13 +48,26 @@ def _user_error(exc: BaseException) -> FewrayError | None:
     return found
 
 
+def _stop_ray() -> None:
+    """Disconnect this process from Ray, if it is connected, before the pipeline's last line.
+
+    Ray streams the workers' lines to the driver in a thread of its own; until ``ray.shutdown`` (else run at
+    exit) stops it, a progress line a worker logged just before Ctrl-C can be printed after ``error: ...``.
+    ``ray.shutdown`` joins that thread, and stops the workers of a local Ray as the exit would.
+    """
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a pipeline's ``main(argv)`` and exit with its status.
 
     A :class:`FewrayError` (raised directly or inside a Ray task) is printed as
     ``error: <message>`` on one line of stderr and exits with status 2.
     ``KeyboardInterrupt`` exits with 130 and SIGTERM with 143, after the ``finally`` blocks and
-    context managers ran (Ray is shut down, the MLflow run is closed; a re-run resumes).
+    context managers ran (the MLflow run is closed; a re-run resumes). Before that last line Ray is shut
+    down, so that no worker line streamed late follows it.
     Any other exception is a bug and keeps its traceback.
     """
     signal.signal(signal.SIGTERM, _sigterm_to_sigint)
@@ -62,6 +75,7 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     try:
         code = main(argv)
     except KeyboardInterrupt as exc:
+        _stop_ray()
         if _terminated:
             print("error: terminated by SIGTERM (re-run the same command to resume)", file=sys.stderr)
             sys.exit(143)
@@ -69,12 +83,14 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
               file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
-        if _terminated:  # whatever a library raised while stopping for SIGTERM (e.g. Ray Train's abort)
+        if _terminated:
+            _stop_ray()  # whatever a library raised while stopping for SIGTERM (e.g. Ray Train's abort)
             print("error: terminated by SIGTERM (re-run the same command to resume)", file=sys.stderr)
             sys.exit(143)
         err = _user_error(exc)
         if err is None:
             raise
+        _stop_ray()
         msg = " ".join(str(err).split())
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
