@@ -223,3 +223,15 @@ def test_maml_meta_batches_train_with_2_ddp_workers_and_log_tasks_per_second(omn
     assert [(m.step, m.value) for m in seen] == [(3, 12.0), (6, 24.0)]  # steps x the meta-batch of 4
     assert all(np.isfinite(m.value) for m in losses)
     assert 0.0 <= res["best_val_accuracy_mean"] <= 100.0
+
+
+def test_the_runtime_keeps_maml_weights_contiguous_and_other_models_channels_last():
+    from fewray.platform.features import channels_last
+
+    maml = channels_last(_maml())
+    proto = channels_last(build_classifier({"type": "ProtoNet", "backbone": SMALL, "head": {"type": "PrototypeHead"}}))
+    # (a 1-channel first conv is both layouts at once)
+    conv = [p for p in maml.parameters() if p.dim() == 4 and p.shape[1] > 1]
+    assert conv and all(p.is_contiguous() for p in conv)
+    conv = [p for p in proto.parameters() if p.dim() == 4 and p.shape[1] > 1]
+    assert conv and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in conv)
