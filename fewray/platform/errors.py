@@ -17,6 +17,7 @@ from fewray.core.errors import CheckpointError, ConfigError, DataError, FewrayEr
 __all__ = ["CheckpointError", "ConfigError", "DataError", "FewrayError", "Interrupted", "run_cli"]
 
 _terminated = False
+_TERMINATED = "error: terminated by SIGTERM (re-run the same command to resume)"
 
 
 def _sigterm_to_sigint(signum, frame) -> None:
@@ -48,16 +49,18 @@ def _user_error(exc: BaseException) -> FewrayError | None:
     return found
 
 
-def _stop_ray() -> None:
-    """Disconnect this process from Ray, if it is connected, before the pipeline's last line.
+def _exit_with(line: str, code: int) -> None:
+    """Print the pipeline's last line on stderr and exit with ``code``, Ray disconnected first.
 
     Ray streams the workers' lines to the driver in a thread of its own; until ``ray.shutdown`` (else run at
-    exit) stops it, a progress line a worker logged just before Ctrl-C can be printed after ``error: ...``.
+    exit) stops it, a progress line a worker logged just before Ctrl-C can be printed after ``line``.
     ``ray.shutdown`` joins that thread, and stops the workers of a local Ray as the exit would.
     """
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+    print(line, file=sys.stderr)
+    sys.exit(code)
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
@@ -75,23 +78,14 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     try:
         code = main(argv)
     except KeyboardInterrupt as exc:
-        _stop_ray()
         if _terminated:
-            print("error: terminated by SIGTERM (re-run the same command to resume)", file=sys.stderr)
-            sys.exit(143)
-        print(f"error: interrupted{f' ({exc})' if str(exc) else ''} (re-run the same command to resume)",
-              file=sys.stderr)
-        sys.exit(130)
+            _exit_with(_TERMINATED, 143)
+        _exit_with(f"error: interrupted{f' ({exc})' if str(exc) else ''} (re-run the same command to resume)", 130)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
-        if _terminated:
-            _stop_ray()  # whatever a library raised while stopping for SIGTERM (e.g. Ray Train's abort)
-            print("error: terminated by SIGTERM (re-run the same command to resume)", file=sys.stderr)
-            sys.exit(143)
+        if _terminated:  # whatever a library raised while stopping for SIGTERM (e.g. Ray Train's abort)
+            _exit_with(_TERMINATED, 143)
         err = _user_error(exc)
         if err is None:
             raise
-        _stop_ray()
-        msg = " ".join(str(err).split())
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
+        _exit_with(f"error: {' '.join(str(err).split())}", 2)
     sys.exit(code or 0)

@@ -122,8 +122,8 @@ class MAML(BaseMetricClassifier):
     """
 
     frozen_backbone_at_test = False
-    #: the runtime keeps MAML's weights contiguous (NCHW): channels-last made the second-order meta-batch 1.23x slower
-    #: at 5-shot and 1.03x at 1-shot (Conv4 28x28, 32 tasks, 2 CPU cores), and was even at 84x84 first order
+    #: the runtime keeps MAML's weights contiguous (NCHW): channels-last slows its second-order meta-batch
+    #: (benchmarks/results/maml_memory_format.md: 1.20x at 5-shot, 1.03x at 1-shot on 2 CPU cores)
     prefers_channels_last = False
 
     def __init__(
