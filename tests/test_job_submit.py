@@ -8,14 +8,15 @@ and ``--num-tasks 100`` appended to keep it short."""
 
 import json
 import os
+import random
 import re
+import socket
 import subprocess
 from pathlib import Path
 
 import psutil
 import pytest
 
-from fewray.platform.runtime import free_port
 from conftest import PYTHON, REPO
 
 #: a login shell's PATH on Debian/Ubuntu, without the venv that runs the tests
@@ -41,6 +42,49 @@ def _replace(command: str, old: str, new: str) -> str:
     return command.replace(old, new)
 
 
+def quiet_ports() -> dict[str, str]:
+    """start.sh's port settings, each port free now and outside both the kernel's ephemeral range (where every
+    outgoing connection of the suite's other servers, Rays and browsers takes its local port, so a port free now can be
+    taken a second later; a CI run lost the worker's agent port that way) and Ray's worker ports (10002-19999):
+    GCS, dashboard and MLflow one port each, the two nodes' agents a block of 4 each (see start.sh)."""
+    low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    rng = random.Random()
+    ports: dict[str, str] = {}
+    taken: set[int] = set()
+    for name, size in (("GCS_PORT", 1), ("DASHBOARD_PORT", 1), ("MLFLOW_PORT", 1),
+                       ("HEAD_AGENT_PORT", 4), ("WORKER_AGENT_PORT", 4)):
+        while True:
+            base = rng.randrange(20000, low - size)
+            block = set(range(base, base + size))
+            if not block & taken and all(_free(port) for port in block):
+                break
+        taken |= block
+        ports[name] = str(base)
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _fresh_shell(ports: dict[str, str], state: Path, tmp_path: Path) -> dict[str, str]:
+    """A user's fresh shell: no venv on PATH, nothing of Ray or MLflow set; start.sh's settings for the ports and
+    its state folder (and VENV when the tests run from another venv than the README's)."""
+    env = {"PATH": SYSTEM_PATH, "HOME": os.environ.get("HOME", str(tmp_path)), "LANG": "C.UTF-8",
+           **ports, "FEWRAY_LOCAL_CLUSTER_DIR": str(state)}
+    if os.environ.get("TMPDIR"):
+        env["TMPDIR"] = os.environ["TMPDIR"]
+    venv = Path(PYTHON).parent.parent
+    if venv.resolve() != (REPO / ".venv").resolve():
+        env["VENV"] = str(venv)
+    return env
+
+
 def _nodes_seen_by_state_api_in_a_task(ray) -> list[str]:
     @ray.remote(num_cpus=0)
     def nodes() -> list[str]:
@@ -54,19 +98,11 @@ def _nodes_seen_by_state_api_in_a_task(ray) -> list[str]:
 @pytest.mark.slow
 def test_readme_cluster_section_with_local_scripts(trained, omniglot_catalog, ray_local, tmp_path):
     start_line, export_line, submit_line, stop_line = readme_cluster_commands()
-    ports = {k: str(free_port()) for k in ("GCS_PORT", "DASHBOARD_PORT", "MLFLOW_PORT")}
-    # agent ports come in blocks of 4 (see start.sh); pick bases well apart from each other
-    ports["HEAD_AGENT_PORT"], ports["WORKER_AGENT_PORT"] = "52905", "52915"
+    ports = quiet_ports()
     state = tmp_path / "cluster"
-    venv = Path(PYTHON).parent.parent
-    # a user's fresh shell: no venv on PATH, nothing of Ray or MLflow set; start.sh's settings for the ports
-    env = {"PATH": SYSTEM_PATH, "HOME": os.environ.get("HOME", str(tmp_path)), "LANG": "C.UTF-8",
-           **ports, "FEWRAY_LOCAL_CLUSTER_DIR": str(state)}
-    if os.environ.get("TMPDIR"):
-        env["TMPDIR"] = os.environ["TMPDIR"]
-    if venv.resolve() != (REPO / ".venv").resolve():  # the tests run from another venv than the README's
-        env["VENV"] = str(venv)
-        submit_line = _replace(submit_line, ".venv/bin/ray ", f"{venv}/bin/ray ")
+    env = _fresh_shell(ports, state, tmp_path)
+    if "VENV" in env:
+        submit_line = _replace(submit_line, ".venv/bin/ray ", f"{env['VENV']}/bin/ray ")
     export_line = _replace(export_line, "127.0.0.1:8265", f"127.0.0.1:{ports['DASHBOARD_PORT']}")
     export_line = _replace(export_line, "127.0.0.1:5000", f"127.0.0.1:{ports['MLFLOW_PORT']}")
     out = tmp_path / "metatest_cluster.json"
@@ -122,3 +158,31 @@ def test_readme_cluster_section_with_local_scripts(trained, omniglot_catalog, ra
                 pass
     assert stop.returncode == 0, stop.stderr
     assert pids and not left
+
+
+@pytest.mark.slow
+def test_start_sh_names_a_taken_port_at_once_and_leaves_nothing_running(tmp_path):
+    """A port of the worker node's agent held by another program: start.sh says which port could not be bound
+    (Ray's agent stays alive without its HTTP server, so waiting would only time out), within seconds rather
+    than its 120 s wait, and stops the MLflow server and the head it had started."""
+    ports = quiet_ports()
+    state = tmp_path / "cluster"
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", int(ports["WORKER_AGENT_PORT"])))
+    holder.listen()
+    try:
+        start = subprocess.run(["bash", "cluster/local/start.sh"], env=_fresh_shell(ports, state, tmp_path),
+                               cwd=REPO, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.close()
+    assert start.returncode == 1, start.stdout + start.stderr
+    lines = start.stderr.strip().splitlines()
+    assert lines[0] == ("error: the Ray worker node could not bind a port (set the ports: see the top of "
+                        "cluster/local/start.sh):"), start.stderr
+    assert f"{ports['WORKER_AGENT_PORT']}): address already in use" in lines[1], start.stderr
+    assert not list(state.glob("*.pid"))  # stop.sh ran: what start.sh started is gone
+    # the MLflow server names the state folder, the head's and the worker's `ray start` the GCS port
+    marks = (str(state), f"--port={ports['GCS_PORT']}", f"--address=127.0.0.1:{ports['GCS_PORT']}")
+    started = [p.info["cmdline"] for p in psutil.process_iter(["cmdline", "status"])
+               if p.info["status"] != psutil.STATUS_ZOMBIE and any(m in " ".join(p.info["cmdline"] or []) for m in marks)]
+    assert not started, started

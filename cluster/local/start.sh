@@ -25,13 +25,33 @@ agent_ports() {  # --dashboard-agent-* / metrics / runtime-env ports from a base
     echo "--dashboard-agent-listen-port=$1 --dashboard-agent-grpc-port=$(($1 + 1))" \
          "--metrics-export-port=$(($1 + 2)) --runtime-env-agent-port=$(($1 + 3))"
 }
-wait_http() {  # URL, what: poll until something answers (any HTTP status)
+ray_errors() {  # name: a Ray node's fatal "address already in use" lines, from its session's logs folder (named in
+    # the node's log); its agents log there, and one that cannot bind its port stays alive without it
+    logs=$(sed 's/\x1b\[[0-9;]*m//g' "$STATE/$1.log" | grep -o '/[^ ]*/logs/ray_process_exit.log' | head -n 1 || true)
+    [ -n "$logs" ] || return 0
+    grep -h "ERROR.*address already in use" "$(dirname "$logs")"/*.log 2>/dev/null | head -n 3 || true
+}
+wait_http() {  # URL, what, name (its pid file and log in $STATE): poll until something answers (any HTTP
+    # status); fail at once when the process exited or a port it needs is taken
     for _ in $(seq 120); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)
+        code=$(curl -s --max-time 3 -o /dev/null -w '%{http_code}' "$1" || true)
         [ "$code" != "000" ] && return 0
+        kill -0 "$(cat "$STATE/$3.pid")" 2>/dev/null || give_up "$2 exited before it answered on $1" "$3"
+        [ -z "$(ray_errors "$3")" ] || give_up "$2 could not bind a port (set the ports: see the top of $0)" "$3"
         sleep 1
     done
-    echo "error: $2 did not come up (logs in $STATE)" >&2
+    give_up "$2 did not answer on $1 in 120 s" "$3"
+}
+give_up() {  # what went wrong, name: say it with the end of its log, stop what this script started, exit 1
+    errors=$(ray_errors "$2")
+    if [ -n "$errors" ]; then
+        echo "error: $1:" >&2
+        echo "$errors" | sed 's/^/  /' >&2
+    else
+        echo "error: $1; the end of $STATE/$2.log:" >&2
+        tail -n 15 "$STATE/$2.log" >&2
+    fi
+    FEWRAY_LOCAL_CLUSTER_DIR="$STATE" cluster/local/stop.sh > /dev/null
     exit 1
 }
 
@@ -40,7 +60,7 @@ MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false nohup "$BIN/mlflow" server --backend-st
     --artifacts-destination "$STATE/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" \
     > "$STATE/mlflow.log" 2>&1 &
 echo $! > "$STATE/mlflow.pid"
-wait_http "http://127.0.0.1:$MLFLOW_PORT/health" "the MLflow server"
+wait_http "http://127.0.0.1:$MLFLOW_PORT/health" "the MLflow server" mlflow
 
 # jobs on this cluster log to that server by default: the nodes (and so every job driver) inherit it
 export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
@@ -54,14 +74,14 @@ nohup "$BIN/ray" start --head --block --node-ip-address=127.0.0.1 --port="$GCS_P
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" --num-cpus="${HEAD_CPUS:-1}" \
     --disable-usage-stats $(agent_ports "$HEAD_AGENT_PORT") > "$STATE/head.log" 2>&1 &
 echo $! > "$STATE/head.pid"
-wait_http "http://127.0.0.1:$DASHBOARD_PORT/api/version" "the Ray head's dashboard"
-wait_http "http://127.0.0.1:$HEAD_AGENT_PORT/" "the Ray head's job agent"
+wait_http "http://127.0.0.1:$DASHBOARD_PORT/api/version" "the Ray head's dashboard" head
+wait_http "http://127.0.0.1:$HEAD_AGENT_PORT/" "the Ray head's job agent" head
 # shellcheck disable=SC2046
 nohup "$BIN/ray" start --block --address="127.0.0.1:$GCS_PORT" --node-ip-address=127.0.0.1 \
     --num-cpus="${WORKER_CPUS:-2}" --disable-usage-stats $(agent_ports "$WORKER_AGENT_PORT") \
     > "$STATE/worker.log" 2>&1 &
 echo $! > "$STATE/worker.pid"
-wait_http "http://127.0.0.1:$WORKER_AGENT_PORT/" "the Ray worker node"
+wait_http "http://127.0.0.1:$WORKER_AGENT_PORT/" "the Ray worker node" worker
 
 echo "Ray dashboard http://127.0.0.1:$DASHBOARD_PORT, MLflow http://127.0.0.1:$MLFLOW_PORT"
 echo "export RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT RAY_AUTH_MODE=disabled"
