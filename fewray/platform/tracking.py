@@ -21,8 +21,13 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from fewray.platform.errors import FewrayError
+from fewray.platform.runtime import verbose
 
 log = logging.getLogger(__name__)
+
+#: MLflow's loggers whose INFO records describe its own store (a new sqlite file's tables and migrations), not the
+#: run: shown only with ``FEWRAY_VERBOSE=1``
+STORE_LOGGERS = ("mlflow.store.db.utils", "alembic")
 
 
 class TrackingError(FewrayError):
@@ -52,6 +57,9 @@ def server_problem(uri: str, timeout: float) -> str | None:
 def setup_tracking(uri: str | None, experiment: str) -> str:
     """Point MLflow at ``uri`` (see :func:`resolve_tracking_uri`), check a server answers, select ``experiment``.
 
+    MLflow's INFO lines about its own store (``Creating initial MLflow database tables...`` for a new sqlite
+    file) stay out of the terminal unless ``FEWRAY_VERBOSE=1``; its warnings and errors are shown.
+
     A new experiment in a ``sqlite:///PATH`` store gets its artifacts in ``mlruns/`` next to ``PATH`` (what
     ``make mlflow-ui`` serves), whichever directory the run starts from.
 
@@ -63,6 +71,8 @@ def setup_tracking(uri: str | None, experiment: str) -> str:
             URI MLflow cannot open (unknown scheme, a database file that cannot be created).
     """
     uri = resolve_tracking_uri(uri)
+    for name in STORE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose() else logging.WARNING)
     problem = server_problem(uri, timeout=10)
     if problem:
         raise TrackingError(f"MLflow tracking server {uri} is unreachable ({problem})")
