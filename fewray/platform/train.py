@@ -209,6 +209,20 @@ def _validate_and_report(step: int, core, optimizer, scheduler, validator, task,
                          checkpoint_dir_name=f"checkpoint_{step:07d}")
 
 
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of training step ``step`` on DDP rank ``rank`` of a run seeded ``seed``.
+
+    The random draws of a step (torchvision's RPN and RoI box samplers, dropout, ...) depend on
+    ``(seed, rank, step)`` only, as its data does on ``(seed, step)``: a training resumed from a checkpoint
+    (a re-run, a chunked schedule, a Ray Train worker restart) continues exactly as an uninterrupted one.
+
+    Example:
+        >>> step_seed(0, 0, 5) == step_seed(0, 0, 5) != step_seed(0, 1, 5)
+        True
+    """
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     """One Ray Train worker: resume, train on its shard of the task's stream, validate and checkpoint.
 
@@ -262,6 +276,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             break
         for hook in hooks:
             hook.before_train_iter(core, step)
+        torch.manual_seed(step_seed(cfg.seed, rank, step))
         total, scalars = sum_losses(model(mode="train", **task.model_inputs(batch)))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
