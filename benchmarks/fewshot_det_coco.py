@@ -104,6 +104,7 @@ def run_base(args, results: dict, log: Path, db: str) -> None:
     # in chunks of --base-chunk steps, each a resume of the last (the schedule is by step): a stream of thousands of
     # 1.8 MB rows runs so far ahead of training that Ray Data's backpressure engages, and its scheduling loop then
     # spins a core of this 2-core machine (fewray/platform/streaming.py); a 1000-step stream stays below that
+    # (a resumed chunk continues exactly as one long run would: fewray.platform.train.step_seed)
     for stop in list(range(args.base_chunk, total, args.base_chunk)) + [total]:
         pipeline("pipelines/metatrain.py", "--config", BASE_CONFIG, "--set", f"data.root={args.catalog}",
                  "--set", f"train.num_steps={stop}", "--output-dir", str(out_dir), "--tracking-uri", db, log=log)
