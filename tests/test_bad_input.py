@@ -223,6 +223,7 @@ def test_resume_from_a_copied_dir_with_another_tracking_store(trained, omniglot_
     ("train.num_workers=3", "training asks for 3 workers x 1 CPUs = 3 CPUs but the cluster has 2 CPUs"),
     ("train.use_gpu=true", "training asks for 1 worker x 1 CPUs and 1 GPUs = 1 CPUs and 1 GPUs but the cluster has 2 CPUs"),
 ])
+@pytest.mark.slow  # a metatrain.py subprocess each: 10 s
 def test_resources_the_cluster_cannot_supply_fail_before_work(omniglot_catalog, tmp_path, setting, message):
     t0 = time.monotonic()
     proc = run_pipeline("metatrain.py", "--config", str(CONFIG), "--set", f"data.root={omniglot_catalog}",

@@ -181,6 +181,7 @@ def test_meta_batch_config_errors(omniglot_catalog):
         tiny_config(omniglot_catalog, "train.meta_batch_size=0")
 
 
+@pytest.mark.slow  # two Ray Data streaming splits: 23 s (+ 11 s of setup)
 def test_two_ddp_ranks_share_each_meta_batch(omniglot_catalog, ray_local):
     """A meta-batch of 4 over 2 ranks: through Ray Data's real streaming_split each rank's row holds 2 episodes, and
     the ranks together train on exactly the episodes one worker would (step ``s``: episodes ``4s .. 4s+3``)."""

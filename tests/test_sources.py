@@ -165,6 +165,7 @@ def test_folder_errors(tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".cat.partial-*"))  # nothing half-written
 
 
+@pytest.mark.slow  # a prepare_data.py subprocess: 14 s
 def test_folder_cli(tmp_path):
     src = folder_fixture(tmp_path, num_classes=5, per_class=3)
     proc = run_pipeline("prepare_data.py", "folder", "--source", str(src), "--out", str(tmp_path / "cat"),
