@@ -150,6 +150,7 @@ def test_a_resumed_training_ends_with_the_weights_of_an_uninterrupted_one(det_ca
     steps (the second a re-run of the same command that resumes from the step-2 checkpoint, as the benchmark's
     chunked base training does) give identical weights. Before the steps' random state was a function of (seed,
     rank, step), a resume re-seeded the generator and the two runs parted after it."""
+    from fewray.platform.checkpoint import CHECKPOINT_FILE
     from fewray.platform.train import list_checkpoints
 
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -161,7 +162,7 @@ def test_a_resumed_training_ends_with_the_weights_of_an_uninterrupted_one(det_ca
         assert r.returncode == 0, r.stderr[-3000:]
         step, last = list_checkpoints(tmp_path / out)[-1]  # the last step's, whichever validated best
         assert step == steps
-        return torch.load(last / "checkpoint.pt", weights_only=True)
+        return torch.load(last / CHECKPOINT_FILE, weights_only=True)
 
     whole = train("whole", 4)
     train("chunked", 2)

@@ -14,6 +14,21 @@ import numpy as np
 from fewray.core.errors import DataError
 
 
+def torch_seed(*keys: int) -> int:
+    """A torch seed derived from integer ``keys`` (e.g. ``(seed, batch_id)``, ``(seed, rank, step)``) the way the
+    samplers here derive their numpy generators (``default_rng([seed, episode_id])``): the same keys give the same
+    seed on any worker, different keys unrelated ones.
+
+    Returns:
+        int: in ``[0, 2**32)``, for ``torch.manual_seed``.
+
+    Example:
+        >>> torch_seed(0, 5) == torch_seed(0, 5) != torch_seed(0, 6)
+        True
+    """
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
 @dataclass
 class Episode:
     """Indices into a split and episode labels (remapped to ``0..N-1``, mmfewshot's ``label_wrapper``).

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from fewray.data.episodes import EpochBatchSampler
+from fewray.data.episodes import EpochBatchSampler, torch_seed
 from fewray.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class MultiViewBuilder:
         imgs = self.images[self.indices(batch_id)]
         first, second = [], []
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence([self.seed, int(batch_id)]).generate_state(1)[0]))
+            torch.manual_seed(torch_seed(self.seed, batch_id))
             for img in imgs:
                 x = torch.from_numpy(np.ascontiguousarray(img))
                 first.append(self.transform(x))

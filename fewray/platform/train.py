@@ -44,6 +44,7 @@ from fewray.platform.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_ch
 from fewray.platform.config import ExperimentConfig, config_from_dict, flatten
 from fewray.platform.cli import check_output_dir
 from fewray.data.catalog import read_catalog_info, read_labels
+from fewray.data.episodes import torch_seed
 from fewray.platform.errors import CheckpointError, Interrupted
 from fewray.platform.features import channels_last
 from fewray.platform.preflight import (check_image_size, check_resources, check_same_identity, fingerprint,
@@ -220,7 +221,7 @@ def step_seed(seed: int, rank: int, step: int) -> int:
         >>> step_seed(0, 0, 5) == step_seed(0, 0, 5) != step_seed(0, 1, 5)
         True
     """
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
+    return torch_seed(seed, rank, step)
 
 
 def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
